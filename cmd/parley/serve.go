@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/parley-im/parley/gateway"
+	"github.com/parley-im/parley/internal/node"
+)
+
+type serveFlags struct {
+	listen, adminListen, dataDir, node string
+	natsURL, natsListen                string
+	publicKeys, jwksURL                string
+	issuer, audience                   string
+	leeway                             time.Duration
+	heartbeat, idleTimeout             time.Duration
+	writeTimeout                       time.Duration
+	maxConnsPerUser                    int
+	frameRate, userRate                float64
+	connectRate, connectBurst          float64
+	queueFrames                        int
+	origins                            string
+	drainTimeout                       time.Duration
+	drainBatch                         int
+	drainInterval, drainJitter         time.Duration
+	presenceCoalesce                   time.Duration
+	logLevel                           string
+	dev                                string
+}
+
+func serve(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var f serveFlags
+	fs.StringVar(&f.listen, "listen", ":8080", "client listener: websocket /v1/ws, HTTP API /v1/, demo page / in dev mode")
+	fs.StringVar(&f.adminListen, "admin-listen", "127.0.0.1:9090", "admin listener: /metrics, /healthz, /readyz, /debug/pprof/")
+	fs.StringVar(&f.dataDir, "data-dir", "./data", "data directory: embedded store and dev signing key")
+	fs.StringVar(&f.node, "node", "", "node id (default: host name)")
+	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS URL(s), comma-separated; empty runs NATS in-process")
+	fs.StringVar(&f.natsListen, "nats-listen", "", "with in-process NATS, also listen for NATS clients here (e.g. 127.0.0.1:4222); empty: in-process only")
+	fs.StringVar(&f.publicKeys, "jwt-public-keys", "", "comma-separated PEM files of RS256/ES256/EdDSA public keys (production mode)")
+	fs.StringVar(&f.jwksURL, "jwks-url", "", "JWKS URL of the token issuer (production mode)")
+	fs.StringVar(&f.issuer, "jwt-issuer", "", "required iss claim, if set")
+	fs.StringVar(&f.audience, "jwt-audience", "", "required aud claim, if set")
+	fs.DurationVar(&f.leeway, "jwt-leeway", 30*time.Second, "allowed clock skew for exp/nbf")
+	fs.DurationVar(&f.heartbeat, "heartbeat", 25*time.Second, "server ping interval")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", 0, "close connections silent for this long (0: 2×heartbeat+10s)")
+	fs.DurationVar(&f.writeTimeout, "write-timeout", 10*time.Second, "socket write timeout")
+	fs.IntVar(&f.maxConnsPerUser, "max-conns-per-user", 16, "connections per user on this node")
+	fs.Float64Var(&f.frameRate, "frame-rate", 50, "client frames per second per connection (burst 4×)")
+	fs.Float64Var(&f.userRate, "user-rate", 100, "client frames and API calls per second per user (burst 4×)")
+	fs.Float64Var(&f.connectRate, "connect-rate", 200, "new connections per second per client IP")
+	fs.Float64Var(&f.connectBurst, "connect-burst", 2000, "burst of new connections per client IP")
+	fs.IntVar(&f.queueFrames, "queue-frames", 1024, "durable outbound frames queued per connection before it is a slow consumer")
+	fs.StringVar(&f.origins, "origins", "", "comma-separated allowed browser origin patterns (default: same origin; any in dev mode)")
+	fs.DurationVar(&f.drainTimeout, "drain-timeout", 30*time.Second, "graceful drain budget on SIGTERM")
+	fs.IntVar(&f.drainBatch, "drain-batch", 500, "connections told to leave per drain interval")
+	fs.DurationVar(&f.drainInterval, "drain-interval", 100*time.Millisecond, "pause between drain batches")
+	fs.DurationVar(&f.drainJitter, "drain-jitter", 5*time.Second, "spread of reconnect delays given to drained clients")
+	fs.DurationVar(&f.presenceCoalesce, "presence-coalesce", time.Second, "presence change coalescing window")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.dev, "dev", "auto", "dev mode (dev key, dev tokens, demo page): auto (when no production keys), true or false")
+	if err := parseWithEnv(fs, args); err != nil {
+		return 2
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		fmt.Fprintf(stderr, "parley serve: bad --log-level: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	slog.SetDefault(log)
+	if err := runServe(f.config(log), log); err != nil {
+		log.Error("parley serve failed", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func (f serveFlags) config(log *slog.Logger) node.Config {
+	return node.Config{
+		Listen:           f.listen,
+		AdminListen:      f.adminListen,
+		DataDir:          f.dataDir,
+		Node:             f.node,
+		NATSURL:          f.natsURL,
+		NATSListen:       f.natsListen,
+		PublicKeyFiles:   splitList(f.publicKeys),
+		JWKSURL:          f.jwksURL,
+		Issuer:           f.issuer,
+		Audience:         f.audience,
+		Leeway:           f.leeway,
+		Dev:              f.dev,
+		PresenceCoalesce: f.presenceCoalesce,
+		DrainTimeout:     f.drainTimeout,
+		Logger:           log,
+		Gateway: gateway.Config{
+			Heartbeat:       f.heartbeat,
+			IdleTimeout:     f.idleTimeout,
+			WriteTimeout:    f.writeTimeout,
+			QueueFrames:     f.queueFrames,
+			MaxConnsPerUser: f.maxConnsPerUser,
+			FrameRate:       f.frameRate,
+			FrameBurst:      4 * f.frameRate,
+			UserRate:        f.userRate,
+			UserBurst:       4 * f.userRate,
+			ConnectRate:     f.connectRate,
+			ConnectBurst:    f.connectBurst,
+			OriginPatterns:  splitList(f.origins),
+			DrainBatch:      f.drainBatch,
+			DrainInterval:   f.drainInterval,
+			DrainJitter:     f.drainJitter,
+		},
+	}
+}
+
+// runServe runs a node until SIGTERM or SIGINT, then drains it.
+func runServe(cfg node.Config, log *slog.Logger) error {
+	n, err := node.Start(cfg)
+	if err != nil {
+		return err
+	}
+	sigc := make(chan os.Signal, 1)
+	signal.Notify(sigc, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigc)
+	var serveErr error
+	select {
+	case sig := <-sigc:
+		log.Info("signal received, draining", "signal", sig.String(), "connections", n.Gateway().Connections())
+	case serveErr = <-n.Err():
+		log.Error("listener failed", "err", serveErr)
+	}
+	_ = n.Shutdown(context.Background())
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	return nil
+}

@@ -1,0 +1,437 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/hub"
+	"github.com/parley-im/parley/protocol"
+)
+
+// Server is the gateway. Create it with New; serve Handler(); stop it with
+// Drain and then Close.
+type Server struct {
+	cfg Config // static after New
+	hub *hub.Hub
+	log *slog.Logger
+	m   *metrics
+
+	users *keyedLimits // per-user connections and frame bucket
+	ips   *keyedLimits // per-IP connect bucket
+
+	nextID   atomic.Uint64 // session ids: start at boot time in ns
+	draining atomic.Bool
+	conns    connSet
+	wg       sync.WaitGroup // read loops, closers and the sweeper
+
+	stop     chan struct{} // closed by Close
+	stopOnce sync.Once
+}
+
+// New builds a Server and starts its heartbeat sweeper.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:   cfg,
+		hub:   cfg.Hub,
+		log:   cfg.Logger.With("component", "gateway"),
+		m:     newMetrics(cfg.Registry),
+		users: newKeyedLimits(cfg.UserRate, cfg.UserBurst),
+		ips:   newKeyedLimits(cfg.ConnectRate, cfg.ConnectBurst),
+		stop:  make(chan struct{}),
+	}
+	s.nextID.Store(uint64(cfg.Now().UnixNano()))
+	s.conns.init()
+	s.wg.Add(1)
+	go s.sweep()
+	return s, nil
+}
+
+// Handler returns the client-facing HTTP handler: /v1/ws, the HTTP API and,
+// with DevTokens, the demo page at /.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/ws", s.serveWS)
+	s.routeAPI(mux)
+	if s.cfg.DevTokens {
+		mux.HandleFunc("POST /v1/dev/token", s.devToken)
+	}
+	if s.cfg.Demo != nil {
+		mux.Handle("GET /", s.cfg.Demo)
+	}
+	return mux
+}
+
+// Ready reports whether the server accepts new connections.
+func (s *Server) Ready() bool { return !s.draining.Load() }
+
+// Connections returns the number of open sessions.
+func (s *Server) Connections() int { return s.conns.len() }
+
+// clientIP is the connection's remote IP (no proxy headers are trusted).
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	start := s.cfg.Now()
+	if s.draining.Load() {
+		s.m.connects.WithLabelValues("draining").Inc()
+		writeHTTPError(w, http.StatusServiceUnavailable, protocol.Errorf(protocol.CodeDraining, "node is draining, connect elsewhere"))
+		return
+	}
+	ip := clientIP(r)
+	if ok, wait := s.ips.take(ip, start); !ok {
+		s.m.connects.WithLabelValues("rate_limited").Inc()
+		w.Header().Set("Retry-After", retryAfterSeconds(wait))
+		writeHTTPError(w, http.StatusTooManyRequests, &protocol.Error{Code: protocol.CodeRateLimited, Message: "too many connections from this address", RetryAfter: wait.Milliseconds() + 1})
+		return
+	}
+	token, _ := auth.TokenFromRequest(r)
+	claims, authErr := s.cfg.Verifier.Verify(token)
+	if authErr == nil && claims.Service {
+		authErr = errors.New("service tokens cannot open sessions")
+	}
+
+	opts := &websocket.AcceptOptions{
+		Subprotocols:       []string{protocol.Subprotocol},
+		OriginPatterns:     s.cfg.OriginPatterns,
+		InsecureSkipVerify: s.cfg.DevTokens && len(s.cfg.OriginPatterns) == 0,
+		CompressionMode:    websocket.CompressionDisabled,
+	}
+	conn, err := websocket.Accept(smallBuffers{w, s.cfg.ReadBuffer, s.cfg.WriteBuffer}, r, opts)
+	if err != nil {
+		s.m.connects.WithLabelValues("upgrade_failed").Inc()
+		s.log.Debug("upgrade failed", "ip", ip, "err", err)
+		return
+	}
+	// Refusals after the upgrade, so browsers see the close code.
+	refuse := func(code int, reason, result string) {
+		s.m.connects.WithLabelValues(result).Inc()
+		s.m.closes.WithLabelValues(closeName(code)).Inc()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			_ = conn.Close(websocket.StatusCode(code), reason)
+		}()
+	}
+	if conn.Subprotocol() != protocol.Subprotocol {
+		refuse(protocol.CloseBadSubprotocol, "offer subprotocol "+protocol.Subprotocol, "bad_subprotocol")
+		return
+	}
+	if authErr != nil {
+		code, reason := protocol.CloseUnauthorized, "invalid token"
+		switch {
+		case errors.Is(authErr, auth.ErrExpired):
+			code, reason = protocol.CloseTokenExpired, "token expired"
+		case errors.Is(authErr, auth.ErrMissing):
+			reason = "missing token"
+		}
+		s.log.Info("connection refused", "ip", ip, "reason", reason, "err", authErr)
+		refuse(code, reason, "unauthorized")
+		return
+	}
+	user := claims.User()
+	if !s.users.acquire(user, s.cfg.MaxConnsPerUser) {
+		refuse(protocol.CloseTooManyConns, "too many connections for this user", "too_many_conns")
+		return
+	}
+	conn.SetReadLimit(protocol.MaxMessage)
+
+	sess := &session{
+		srv:  s,
+		conn: conn,
+		id:   s.nextID.Add(1),
+		user: user,
+		dev:  claims.Device,
+		ip:   ip,
+	}
+	if sess.dev == "" {
+		sess.dev = "default"
+	}
+	sess.claims.Store(claims)
+	now := s.cfg.Now().UnixNano()
+	sess.lastRead.Store(now)
+	sess.lastPing.Store(now)
+
+	hello := protocol.Hello{
+		Type:        protocol.TypeHello,
+		Session:     sessionName(sess.id),
+		User:        user,
+		Device:      sess.dev,
+		Node:        s.cfg.Node,
+		HeartbeatMS: s.cfg.Heartbeat.Milliseconds(),
+		IdleMS:      s.cfg.IdleTimeout.Milliseconds(),
+		ServerTime:  s.cfg.Now().UnixMilli(),
+		MaxMessage:  protocol.MaxMessage,
+	}
+	if claims.ExpiresAt != nil {
+		hello.TokenExp = claims.ExpiresAt.Unix()
+	}
+	if r.URL.Query().Get("resume") == "1" {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		res, err := s.hub.ResumeState(ctx, user)
+		cancel()
+		if err == nil {
+			hello.Resume = res
+		}
+	}
+	sess.Deliver(protocol.Marshal(hello))
+	s.conns.add(sess)
+	s.hub.Register(sess)
+	s.m.connects.WithLabelValues("ok").Inc()
+	s.m.connected.Inc()
+	s.m.connectSeconds.Observe(s.cfg.Now().Sub(start).Seconds())
+
+	// Serve from a fresh goroutine and let net/http's connection goroutine
+	// (and the request it holds) go: the session keeps only what it needs.
+	s.wg.Add(1)
+	go sess.readLoop()
+}
+
+func sessionName(id uint64) string {
+	const digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+	var b [16]byte
+	i := len(b)
+	for id > 0 || i == len(b) {
+		i--
+		b[i] = digits[id%36]
+		id /= 36
+	}
+	return "s" + string(b[i:])
+}
+
+// closeSession closes a connection with a typed reason, once, off the
+// caller's path (the close handshake may wait for a slow client).
+func (s *Server) closeSession(sess *session, code int, reason string) {
+	if !sess.closed.CompareAndSwap(false, true) {
+		return
+	}
+	s.m.closes.WithLabelValues(closeName(code)).Inc()
+	s.log.Debug("closing session", "user", sess.user, "device", sess.dev, "code", code, "reason", reason)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = sess.conn.Close(websocket.StatusCode(code), reason)
+	}()
+}
+
+// sweep runs once per second: it pings connections whose heartbeat is due,
+// closes idle ones and ones whose token expired, and forgets idle rate-limit
+// entries. One goroutine for all connections: no per-connection timers.
+func (s *Server) sweep() {
+	defer s.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	ping := []byte(`{"type":"ping"}`)
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := s.cfg.Now()
+		ns := now.UnixNano()
+		hb, idle := int64(s.cfg.Heartbeat), int64(s.cfg.IdleTimeout)
+		s.conns.each(func(sess *session) {
+			switch {
+			case ns-sess.lastRead.Load() > idle:
+				s.closeSession(sess, protocol.CloseIdleTimeout, "idle timeout")
+			case tokenExpired(sess.claims.Load(), now):
+				s.closeSession(sess, protocol.CloseTokenExpired, "token expired")
+			case ns-sess.lastPing.Load() >= hb:
+				sess.lastPing.Store(ns)
+				sess.Offer("ping", ping)
+			}
+		})
+		s.users.sweep(now)
+		s.ips.sweep(now)
+	}
+}
+
+func tokenExpired(c *auth.Claims, now time.Time) bool {
+	return c != nil && c.ExpiresAt != nil && now.After(c.ExpiresAt.Time)
+}
+
+// Drain stops accepting connections and moves the existing ones away: each
+// gets a bye frame with a jittered reconnect delay and is closed with
+// CloseShutdown, DrainBatch connections per DrainInterval. It returns when
+// every connection is gone or ctx ends (the rest are then cut).
+func (s *Server) Drain(ctx context.Context) error {
+	s.draining.Store(true)
+	s.log.Info("draining", "connections", s.conns.len())
+	all := s.conns.snapshot()
+	t := time.NewTicker(s.cfg.DrainInterval)
+	defer t.Stop()
+	for len(all) > 0 {
+		n := min(s.cfg.DrainBatch, len(all))
+		for _, sess := range all[:n] {
+			delay := rand.Int64N(int64(s.cfg.DrainJitter)/1e6 + 1)
+			bye := protocol.Marshal(protocol.Bye{Type: protocol.TypeBye, Reason: "shutdown", ReconnectAfterMS: delay})
+			sess.closeAfterFlush(bye, protocol.CloseShutdown, "server shutdown")
+		}
+		all = all[n:]
+		if len(all) == 0 {
+			break
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			s.cutAll()
+			return ctx.Err()
+		}
+	}
+	for s.conns.len() > 0 {
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			s.cutAll()
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+func (s *Server) cutAll() {
+	for _, sess := range s.conns.snapshot() {
+		_ = sess.conn.CloseNow()
+	}
+}
+
+// Close cuts every connection and waits for all goroutines of the server.
+func (s *Server) Close() {
+	s.stopOnce.Do(func() { close(s.stop) })
+	s.draining.Store(true)
+	s.cutAll()
+	s.wg.Wait()
+}
+
+// smallBuffers wraps a ResponseWriter so that the hijacked connection gets
+// small bufio buffers instead of net/http's 4 KiB pair: the websocket keeps
+// them for the connection's life, so they are a large share of an idle
+// connection's memory. If the client already sent bytes past the upgrade
+// request (they sit in net/http's reader), the original buffers are kept.
+type smallBuffers struct {
+	http.ResponseWriter
+	rsize, wsize int
+}
+
+func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := w.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("gateway: connection cannot be hijacked")
+	}
+	c, brw, err := hj.Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		return c, brw, err
+	}
+	return c, bufio.NewReadWriter(bufio.NewReaderSize(c, w.rsize), bufio.NewWriterSize(c, w.wsize)), nil
+}
+
+func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// connSet is the set of open sessions, sharded by session id.
+type connSet struct {
+	n      atomic.Int64
+	shards [64]struct {
+		mu sync.Mutex
+		m  map[uint64]*session // guarded by mu
+	}
+}
+
+func (c *connSet) init() {
+	for i := range c.shards {
+		c.shards[i].m = make(map[uint64]*session)
+	}
+}
+
+func (c *connSet) add(s *session) {
+	sh := &c.shards[s.id%64]
+	sh.mu.Lock()
+	sh.m[s.id] = s
+	sh.mu.Unlock()
+	c.n.Add(1)
+}
+
+func (c *connSet) remove(s *session) {
+	sh := &c.shards[s.id%64]
+	sh.mu.Lock()
+	if _, ok := sh.m[s.id]; ok {
+		delete(sh.m, s.id)
+		c.n.Add(-1)
+	}
+	sh.mu.Unlock()
+}
+
+func (c *connSet) len() int { return int(c.n.Load()) }
+
+func (c *connSet) each(fn func(*session)) {
+	var buf []*session
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		buf = buf[:0]
+		for _, s := range sh.m {
+			buf = append(buf, s)
+		}
+		sh.mu.Unlock()
+		for _, s := range buf {
+			fn(s)
+		}
+	}
+}
+
+func (c *connSet) snapshot() []*session {
+	var out []*session
+	c.each(func(s *session) { out = append(out, s) })
+	return out
+}
+
+func closeName(code int) string {
+	switch code {
+	case protocol.CloseShutdown:
+		return "shutdown"
+	case protocol.CloseSlowConsumer:
+		return "slow_consumer"
+	case protocol.CloseIdleTimeout:
+		return "idle_timeout"
+	case protocol.CloseTokenExpired:
+		return "token_expired"
+	case protocol.CloseInternal:
+		return "internal"
+	case protocol.CloseTooManyConns:
+		return "too_many_conns"
+	case protocol.CloseRateLimited:
+		return "rate_limited"
+	case protocol.CloseUnauthorized:
+		return "unauthorized"
+	case protocol.CloseForbidden:
+		return "forbidden"
+	case protocol.CloseProtocolError:
+		return "protocol_error"
+	case protocol.CloseBadSubprotocol:
+		return "bad_subprotocol"
+	}
+	return "other"
+}
+
+func retryAfterSeconds(d time.Duration) string {
+	return strconv.Itoa(int(d/time.Second) + 1)
+}

@@ -1,0 +1,236 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/coder/websocket"
+	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/hub"
+	"github.com/parley-im/parley/presence"
+	"github.com/parley-im/parley/protocol"
+)
+
+// session is one websocket connection. Its size matters: an idle session
+// is the per-connection cost of the server, so pending state is allocated
+// only when something is pending.
+type session struct {
+	srv  *Server // static
+	conn *websocket.Conn
+	id   uint64 // static; also the presence epoch (grows across restarts)
+	user string // static
+	dev  string // static
+	ip   string // static; for the per-IP connection count
+
+	claims   atomic.Pointer[auth.Claims] // replaced by refresh
+	lastRead atomic.Int64                // unix ns of the last frame read
+	lastPing atomic.Int64                // unix ns of the last server ping
+
+	mu sync.Mutex
+	// queue holds durable frames not yet written; queueBytes their size.
+	queue      [][]byte // guarded by mu
+	queueBytes int      // guarded by mu
+	// eph holds the newest pending ephemeral frame per key, ephKeys their
+	// arrival order (oldest first). Nil when nothing is pending.
+	eph     map[string][]byte // guarded by mu
+	ephKeys []string          // guarded by mu
+	writing bool              // guarded by mu: a writer goroutine runs
+	closing bool              // guarded by mu: no more frames are queued
+	// closeCode, when set, closes the connection once the queue is
+	// written (drain: the bye frame goes out first).
+	closeCode   int            // guarded by mu
+	closeReason string         // guarded by mu
+	closed      atomic.Bool    // closeSession ran
+	writer      sync.WaitGroup // the on-demand writer
+
+	// owned by the read loop
+	frames    bucket
+	badFrames int
+	limited   int
+}
+
+var _ hub.Session = (*session)(nil)
+
+func (s *session) ID() uint64     { return s.id }
+func (s *session) User() string   { return s.user }
+func (s *session) Device() string { return s.dev }
+
+// Deliver queues a durable frame. A full queue means the client cannot keep
+// up: it is disconnected (it will resume with sync), never waited for.
+func (s *session) Deliver(frame []byte) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	if len(s.queue) >= s.srv.cfg.QueueFrames || s.queueBytes+len(frame) > s.srv.cfg.QueueBytes {
+		s.closing = true
+		s.queue, s.queueBytes, s.eph, s.ephKeys = nil, 0, nil, nil
+		s.mu.Unlock()
+		s.srv.m.slowConsumers.Inc()
+		s.srv.closeSession(s, protocol.CloseSlowConsumer, "slow consumer")
+		return
+	}
+	s.queue = append(s.queue, frame)
+	s.queueBytes += len(frame)
+	start := s.startWriterLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+}
+
+// Offer queues an ephemeral frame, replacing a pending one with the same
+// key: a slow client gets the newest value, never a backlog.
+func (s *session) Offer(key string, frame []byte) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	if s.eph == nil {
+		s.eph = make(map[string][]byte, 4)
+	}
+	if _, ok := s.eph[key]; ok {
+		s.srv.m.ephemeralReplaced.Inc()
+	} else {
+		if len(s.ephKeys) >= s.srv.cfg.MaxEphemeral {
+			delete(s.eph, s.ephKeys[0])
+			s.ephKeys = s.ephKeys[1:]
+			s.srv.m.ephemeralDropped.Inc()
+		}
+		s.ephKeys = append(s.ephKeys, key)
+	}
+	s.eph[key] = frame
+	start := s.startWriterLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+}
+
+// PresenceChanged implements presence.Watcher.
+func (s *session) PresenceChanged(st presence.Status) {
+	s.Offer("p:"+st.User, protocol.Marshal(hub.PresenceFrame(st)))
+}
+
+// startWriterLocked reports whether the caller must start the writer.
+func (s *session) startWriterLocked() bool {
+	if s.writing {
+		return false
+	}
+	s.writing = true
+	s.writer.Add(1)
+	return true
+}
+
+// takeLocked removes what is pending: durable frames first, in order, then
+// the ephemeral values in arrival order.
+func (s *session) takeLocked() (frames [][]byte) {
+	frames = s.queue
+	for _, k := range s.ephKeys {
+		frames = append(frames, s.eph[k])
+	}
+	s.queue, s.queueBytes, s.eph, s.ephKeys = nil, 0, nil, nil
+	return frames
+}
+
+// maxBatch is the largest websocket message the writer builds from queued
+// frames; a single larger frame is written alone.
+const maxBatch = 32 << 10
+
+// writeLoop drains the queue: it joins what is pending into websocket
+// messages of up to maxBatch bytes (frames separated by '\n'), writes each
+// once, and exits when nothing is left.
+func (s *session) writeLoop() {
+	defer s.writer.Done()
+	var buf []byte
+	for {
+		s.mu.Lock()
+		if len(s.queue) == 0 && len(s.ephKeys) == 0 {
+			s.writing = false
+			code, reason := s.closeCode, s.closeReason
+			s.closeCode = 0
+			if code != 0 {
+				s.closing = true
+			}
+			s.mu.Unlock()
+			if code != 0 {
+				s.srv.closeSession(s, code, reason)
+			}
+			return
+		}
+		frames := s.takeLocked()
+		s.mu.Unlock()
+
+		for len(frames) > 0 {
+			buf = buf[:0]
+			n := 0
+			for n < len(frames) && (n == 0 || len(buf)+1+len(frames[n]) <= maxBatch) {
+				if n > 0 {
+					buf = append(buf, '\n')
+				}
+				buf = append(buf, frames[n]...)
+				n++
+			}
+			frames = frames[n:]
+			if err := s.write(buf); err != nil {
+				s.srv.m.writeErrors.Inc()
+				s.mu.Lock()
+				s.closing = true
+				s.queue, s.queueBytes, s.eph, s.ephKeys = nil, 0, nil, nil
+				s.writing = false
+				s.mu.Unlock()
+				_ = s.conn.CloseNow()
+				return
+			}
+			s.srv.m.framesOut.Add(float64(n))
+		}
+		if cap(buf) > 64<<10 {
+			buf = nil // do not keep a huge buffer for the session's life
+		}
+	}
+}
+
+func (s *session) write(b []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.WriteTimeout)
+	defer cancel()
+	return s.conn.Write(ctx, websocket.MessageText, b)
+}
+
+// stopWriter stops queueing and waits for the writer to finish what it is
+// writing. Called by the read loop on exit.
+func (s *session) stopWriter() {
+	s.mu.Lock()
+	s.closing = true
+	s.queue, s.queueBytes, s.eph, s.ephKeys = nil, 0, nil, nil
+	s.mu.Unlock()
+	s.writer.Wait()
+}
+
+// closeAfterFlush queues frame, then closes with code once everything
+// queued before it is written.
+func (s *session) closeAfterFlush(frame []byte, code int, reason string) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return
+	}
+	s.queue = append(s.queue, frame)
+	s.queueBytes += len(frame)
+	s.closeCode, s.closeReason = code, reason
+	start := s.startWriterLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
+	}
+}
+
+// reply queues the answer to a request on this session.
+func (s *session) reply(frame []byte) { s.Deliver(frame) }
+
+func (s *session) replyErr(id string, err *protocol.Error) {
+	s.srv.m.errors.WithLabelValues(err.Code).Inc()
+	s.Deliver(protocol.AppendError(nil, id, err))
+}

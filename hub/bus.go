@@ -1,0 +1,282 @@
+package hub
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/parley-im/parley/presence"
+)
+
+// NATS subjects. Conversation traffic goes out once per event on one
+// broadcast subject that every node subscribes to; each node then fans out to
+// its own sessions, so a message to a 10,000-member group costs one NATS
+// message per node, not one per member. Live topics use one subject per topic
+// (subjTopicPrefix + topic) so NATS only routes them to nodes with
+// subscribers. Broadcast kinds share one subject so that a node sees one
+// origin's membership changes and messages in the order they were published.
+const (
+	subjBroadcast   = "parley.bcast"
+	subjTopicPrefix = "parley.topic."
+)
+
+// Broadcast kinds (first byte of a parley.bcast payload).
+const (
+	kindDeliver  byte = 1
+	kindMembers  byte = 2
+	kindPresence byte = 3
+)
+
+// Deliver flags.
+const (
+	flagEphemeral   byte = 1 << 0 // Offer with key instead of Deliver
+	flagExcludeUser byte = 1 << 1 // skip every session of excludeUser
+)
+
+// delivery is a decoded kindDeliver payload.
+type delivery struct {
+	origin      uint64
+	flags       byte
+	conv        string
+	exclude     uint64   // session id that must not get the frame
+	excludeUser string   // with flagExcludeUser
+	extra       []string // recipients that are not (or no longer) members
+	key         string   // ephemeral key
+	ts          int64    // publish time (unix ns) for the latency histogram; 0 if none
+	frame       []byte
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func (d *delivery) encode() []byte {
+	b := make([]byte, 0, 48+len(d.conv)+len(d.key)+len(d.frame))
+	b = append(b, kindDeliver)
+	b = binary.BigEndian.AppendUint64(b, d.origin)
+	b = append(b, d.flags)
+	b = appendStr(b, d.conv)
+	b = binary.AppendUvarint(b, d.exclude)
+	b = appendStr(b, d.excludeUser)
+	b = binary.AppendUvarint(b, uint64(len(d.extra)))
+	for _, u := range d.extra {
+		b = appendStr(b, u)
+	}
+	b = appendStr(b, d.key)
+	b = binary.AppendVarint(b, d.ts)
+	return append(b, d.frame...)
+}
+
+var errShort = errors.New("hub: short bus payload")
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = errShort
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) varint() int64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = errShort
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) str() string {
+	n := r.uvarint()
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(len(r.b)) {
+		r.err = errShort
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) u64() uint64 {
+	if r.err != nil || len(r.b) < 8 {
+		r.err = errShort
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) byte1() byte {
+	if r.err != nil || len(r.b) < 1 {
+		r.err = errShort
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func decodeDelivery(b []byte) (delivery, error) {
+	r := reader{b: b}
+	var d delivery
+	d.origin = r.u64()
+	d.flags = r.byte1()
+	d.conv = r.str()
+	d.exclude = r.uvarint()
+	d.excludeUser = r.str()
+	n := r.uvarint()
+	if n > 100000 {
+		return d, errShort
+	}
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		d.extra = append(d.extra, r.str())
+	}
+	d.key = r.str()
+	d.ts = r.varint()
+	d.frame = r.b
+	return d, r.err
+}
+
+// publish sends a delivery to every node.
+func (h *Hub) publish(d *delivery) {
+	d.origin = h.nodeID
+	if err := h.nc.Publish(subjBroadcast, d.encode()); err != nil {
+		h.m.busErrors.Inc()
+		h.log.Warn("nats publish failed", "err", err)
+	}
+}
+
+func (h *Hub) publishMembersChanged(conv string) {
+	b := make([]byte, 0, 16+len(conv))
+	b = append(b, kindMembers)
+	b = binary.BigEndian.AppendUint64(b, h.nodeID)
+	b = appendStr(b, conv)
+	if err := h.nc.Publish(subjBroadcast, b); err != nil {
+		h.m.busErrors.Inc()
+		h.log.Warn("nats publish failed", "err", err)
+	}
+}
+
+// publishPresence is the tracker's OnChange: presence changes go through
+// NATS so that watchers on every node see them.
+func (h *Hub) publishPresence(c presence.Change) {
+	js, err := json.Marshal(c.Status)
+	if err != nil {
+		return
+	}
+	b := make([]byte, 0, 9+len(js))
+	b = append(b, kindPresence)
+	b = binary.BigEndian.AppendUint64(b, h.nodeID)
+	b = append(b, js...)
+	if err := h.nc.Publish(subjBroadcast, b); err != nil {
+		h.m.busErrors.Inc()
+	}
+}
+
+// onBroadcast runs on the subscription's goroutine, one message at a time.
+func (h *Hub) onBroadcast(msg *nats.Msg) {
+	b := msg.Data
+	if len(b) < 9 {
+		h.m.busErrors.Inc()
+		return
+	}
+	switch b[0] {
+	case kindDeliver:
+		d, err := decodeDelivery(b[1:])
+		if err != nil {
+			h.m.busErrors.Inc()
+			h.log.Warn("bad bus payload", "err", err)
+			return
+		}
+		h.deliverLocal(&d)
+	case kindMembers:
+		r := reader{b: b[1:]}
+		origin := r.u64()
+		conv := r.str()
+		if r.err != nil {
+			h.m.busErrors.Inc()
+			return
+		}
+		if origin != h.nodeID {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			h.invalidate(ctx, conv)
+			cancel()
+		}
+	case kindPresence:
+		var st presence.Status
+		if err := json.Unmarshal(b[9:], &st); err != nil {
+			h.m.busErrors.Inc()
+			return
+		}
+		h.watchers.Notify(st)
+	default:
+		h.m.busErrors.Inc()
+	}
+}
+
+// deliverLocal hands a delivery to this node's sessions: every member of the
+// conversation plus the extra recipients.
+func (h *Hub) deliverLocal(d *delivery) {
+	var users []string
+	if d.conv != "" {
+		st := h.convs.peek(d.conv)
+		if st == nil || st.members.Load() == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			var err error
+			st, err = h.state(ctx, d.conv)
+			cancel()
+			if err != nil {
+				h.log.Warn("delivery without members", "conv", d.conv, "err", err)
+				return
+			}
+		}
+		users = st.members.Load().users
+	}
+	if d.ts > 0 {
+		h.m.deliveryLatency.Observe(float64(h.now().UnixNano()-d.ts) / 1e9)
+	}
+	send := func(user string) {
+		if d.flags&flagExcludeUser != 0 && user == d.excludeUser {
+			return
+		}
+		for _, s := range h.sessions.get(user) {
+			if s.ID() == d.exclude {
+				continue
+			}
+			if d.flags&flagEphemeral != 0 {
+				s.Offer(d.key, d.frame)
+			} else {
+				s.Deliver(d.frame)
+				h.m.delivered.Inc()
+			}
+		}
+	}
+	for _, u := range users {
+		send(u)
+	}
+	for _, u := range d.extra {
+		send(u)
+	}
+}

@@ -1,0 +1,246 @@
+// Package hub owns routing and conversation logic: the local sessions by user
+// and device, conversations and their members, sequence assignment, durable
+// sends with idempotent retries, resume (sync), receipts, typing, live topics
+// and presence fan-out. Everything that crosses sessions goes through NATS,
+// even on a single node, so that adding nodes adds subscribers, not code.
+//
+// The hub must not know about websockets or HTTP: the gateway hands it
+// Sessions, and gets back encoded frames and *protocol.Error values. Frames
+// are encoded once per message and the same bytes go to every recipient.
+//
+// Lock order: convState.mu before sessions shard locks; no lock is held
+// while calling Session methods that could call back into the hub.
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/parley-im/parley/presence"
+	"github.com/parley-im/parley/storage"
+)
+
+// Session is one connected device, as the hub sees it. Implementations must
+// never block in Deliver or Offer: a session that cannot keep up disconnects
+// itself (durable frames) or drops stale values (ephemeral frames).
+type Session interface {
+	ID() uint64
+	User() string
+	Device() string
+	// Deliver queues a durable frame (message, member change). The bytes
+	// are shared between recipients and must not be modified.
+	Deliver(frame []byte)
+	// Offer queues an ephemeral frame that replaces a pending frame with
+	// the same key (newest value wins).
+	Offer(key string, frame []byte)
+	presence.Watcher
+}
+
+// Actor is who performs an operation.
+type Actor struct {
+	User    string
+	Device  string
+	Session uint64 // the acting session, excluded from echoes; 0 for HTTP
+	Service bool   // a backend service token: may act as the system
+}
+
+// Config configures a Hub. The zero value of every optional field is
+// documented; New checks the required ones.
+type Config struct {
+	// Node names this node in logs and NATS traffic. Default: random.
+	Node string
+	// Store is the durable store. Required.
+	Store storage.Store
+	// NATS is the connection every cross-session event goes through. Required.
+	NATS *nats.Conn
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// PresenceCoalesce is the presence coalescing window; 0 means 1 s.
+	PresenceCoalesce time.Duration
+	// MaxWatches bounds the users one session watches; 0 means 1000.
+	MaxWatches int
+	// MaxTopics bounds the topics one session subscribes to; 0 means 100.
+	MaxTopics int
+	// MaxGroupMembers bounds group size; 0 means 10,000.
+	MaxGroupMembers int
+	// MaxCachedConvs bounds the conversation cache; 0 means 100,000.
+	MaxCachedConvs int
+	// Metrics receives the hub's measurements. Nil disables them.
+	Metrics *Metrics
+}
+
+// Hub routes between sessions. Create it with New, then Start.
+type Hub struct {
+	cfg    Config // static after New
+	node   string
+	store  storage.Store
+	nc     *nats.Conn
+	log    *slog.Logger
+	now    func() time.Time
+	m      *Metrics
+	nodeID uint64 // random per process; tags NATS traffic
+
+	sessions sessionMap
+	convs    convCache
+	topics   topicMap
+
+	tracker  *presence.Tracker
+	watchers *presence.Watchers
+
+	mu     sync.Mutex
+	subs   []*nats.Subscription // guarded by mu
+	closed bool                 // guarded by mu
+}
+
+// New checks cfg and builds a Hub.
+func New(cfg Config) (*Hub, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("hub: Config.Store is required")
+	}
+	if cfg.NATS == nil {
+		return nil, errors.New("hub: Config.NATS is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Node == "" {
+		cfg.Node = randomID(6)
+	}
+	if cfg.PresenceCoalesce == 0 {
+		cfg.PresenceCoalesce = time.Second
+	}
+	if cfg.MaxWatches <= 0 {
+		cfg.MaxWatches = 1000
+	}
+	if cfg.MaxTopics <= 0 {
+		cfg.MaxTopics = 100
+	}
+	if cfg.MaxGroupMembers <= 0 {
+		cfg.MaxGroupMembers = 10000
+	}
+	if cfg.MaxCachedConvs <= 0 {
+		cfg.MaxCachedConvs = 100000
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	h := &Hub{
+		cfg:   cfg,
+		node:  cfg.Node,
+		store: cfg.Store,
+		nc:    cfg.NATS,
+		log:   cfg.Logger.With("component", "hub"),
+		now:   cfg.Now,
+		m:     cfg.Metrics,
+	}
+	h.nodeID = randomUint64()
+	h.sessions.init()
+	h.convs.init(cfg.MaxCachedConvs)
+	h.topics.init()
+	h.watchers = presence.NewWatchers(cfg.MaxWatches)
+	h.tracker = presence.New(presence.Config{
+		Now:      cfg.Now,
+		Coalesce: cfg.PresenceCoalesce,
+		OnChange: h.publishPresence,
+		Logger:   cfg.Logger,
+	})
+	return h, nil
+}
+
+// Node returns the node name.
+func (h *Hub) Node() string { return h.node }
+
+// Start subscribes to the cluster-wide subjects.
+func (h *Hub) Start() error {
+	sub, err := h.nc.Subscribe(subjBroadcast, h.onBroadcast)
+	if err != nil {
+		return fmt.Errorf("hub: subscribe %s: %w", subjBroadcast, err)
+	}
+	// A slow hub must not make NATS drop traffic silently: generous
+	// limits, and drops are counted by the error handler (see Dropped).
+	if err := sub.SetPendingLimits(1<<20, 512<<20); err != nil {
+		return fmt.Errorf("hub: pending limits: %w", err)
+	}
+	h.mu.Lock()
+	h.subs = append(h.subs, sub)
+	h.mu.Unlock()
+	return h.nc.Flush()
+}
+
+// Close stops the presence tracker and unsubscribes. It does not close the
+// store or the NATS connection, which the caller owns.
+func (h *Hub) Close() {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
+	h.closed = true
+	subs := h.subs
+	h.subs = nil
+	h.mu.Unlock()
+	h.tracker.Close()
+	for _, s := range subs {
+		_ = s.Unsubscribe()
+	}
+	h.topics.closeAll()
+}
+
+// Register adds a connected session: it becomes reachable and online.
+func (h *Hub) Register(s Session) {
+	h.sessions.add(s)
+	h.tracker.Connect(s.User(), s.Device(), s.ID())
+	h.m.sessions.Inc()
+}
+
+// Unregister removes a session and everything it subscribed to.
+func (h *Hub) Unregister(s Session) {
+	if !h.sessions.remove(s) {
+		return
+	}
+	h.tracker.Disconnect(s.User(), s.Device(), s.ID())
+	h.unsubscribeAll(s)
+	h.watchers.UnwatchAll(s)
+	h.m.sessions.Dec()
+}
+
+// SessionCount returns the number of local sessions of a user.
+func (h *Hub) SessionCount(user string) int { return h.sessions.count(user) }
+
+// ctxErr maps a context or storage error to a protocol error.
+func (h *Hub) storageErr(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return errUnavailable("request cancelled or timed out")
+	}
+	h.log.Error("storage failure", "op", op, "err", err)
+	h.m.storageErrors.Inc()
+	return errUnavailable("storage unavailable, retry")
+}
+
+func randomID(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func randomUint64() uint64 {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	var v uint64
+	for _, c := range b {
+		v = v<<8 | uint64(c)
+	}
+	return v
+}

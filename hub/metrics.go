@@ -1,0 +1,54 @@
+package hub
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the hub's Prometheus collectors.
+type Metrics struct {
+	sessions        prometheus.Gauge
+	sent            prometheus.Counter
+	duplicates      prometheus.Counter
+	delivered       prometheus.Counter
+	syncs           prometheus.Counter
+	receipts        *prometheus.CounterVec
+	convOps         *prometheus.CounterVec
+	topicSubs       prometheus.Gauge
+	topicPublishes  prometheus.Counter
+	topicEvents     prometheus.Counter
+	busErrors       prometheus.Counter
+	storageErrors   prometheus.Counter
+	storageLatency  *prometheus.HistogramVec
+	sendLatency     prometheus.Histogram
+	deliveryLatency prometheus.Histogram
+}
+
+// latencyBuckets spans 50 µs to 5 s.
+var latencyBuckets = []float64{.00005, .0001, .00025, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
+
+// NewMetrics creates the hub's collectors and registers them with reg
+// (nil: not registered, e.g. in tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		sessions:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_hub_sessions", Help: "Sessions registered with the hub on this node."}),
+		sent:           prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_sent_total", Help: "Messages durably stored and acked."}),
+		duplicates:     prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_duplicate_total", Help: "Sends answered from the idempotency index."}),
+		delivered:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_delivered_total", Help: "Durable frames queued to local sessions."}),
+		syncs:          prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_syncs_total", Help: "Sync (resume) requests answered."}),
+		receipts:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_receipts_total", Help: "Receipts by kind."}, []string{"kind"}),
+		convOps:        prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_conversation_ops_total", Help: "Conversation management operations."}, []string{"op"}),
+		topicSubs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_topic_subscriptions", Help: "Live-topic subscriptions of local sessions."}),
+		topicPublishes: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_topic_publishes_total", Help: "Live-topic publishes from this node."}),
+		topicEvents:    prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_topic_events_total", Help: "Live-topic events fanned out on this node."}),
+		busErrors:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_bus_errors_total", Help: "NATS publish failures and undecodable bus payloads."}),
+		storageErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_storage_errors_total", Help: "Storage operations that failed."}),
+		storageLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "parley_storage_seconds", Help: "Storage latency by operation.", Buckets: latencyBuckets}, []string{"op"}),
+		sendLatency:    prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_send_seconds", Help: "Send to durable ack, inside the hub.", Buckets: latencyBuckets}),
+		deliveryLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "parley_delivery_seconds",
+			Help: "From publish on the sending node to queueing on the recipient's node.", Buckets: latencyBuckets}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.sessions, m.sent, m.duplicates, m.delivered, m.syncs, m.receipts, m.convOps,
+			m.topicSubs, m.topicPublishes, m.topicEvents, m.busErrors, m.storageErrors,
+			m.storageLatency, m.sendLatency, m.deliveryLatency)
+	}
+	return m
+}

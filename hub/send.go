@@ -1,0 +1,379 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/parley-im/parley/protocol"
+	"github.com/parley-im/parley/storage"
+)
+
+// SendRequest is a message to post.
+type SendRequest struct {
+	Conv   string // the conversation, or
+	To     string // the peer of a 1:1 conversation (found or created)
+	CMID   string // client message id: required, the idempotency key
+	Body   string
+	Meta   []byte // a JSON object or nil
+	System bool   // a system message (service actors only)
+}
+
+// DirectID returns the id of the 1:1 conversation of two users.
+func DirectID(a, b string) string {
+	if b < a {
+		a, b = b, a
+	}
+	return "dm:" + a + ":" + b
+}
+
+// Send stores a message durably and routes it to every member device.
+// Retries with the same (conversation, sender, CMID) return the original ack
+// with Duplicate set. The returned error is a *protocol.Error.
+func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack, error) {
+	start := h.now()
+	switch {
+	case req.CMID == "":
+		return protocol.Ack{}, errInvalid("cmid is required")
+	case len(req.CMID) > protocol.MaxIDLen:
+		return protocol.Ack{}, protocol.Errorf(protocol.CodeTooLarge, "cmid exceeds %d bytes", protocol.MaxIDLen)
+	case len(req.Body) > protocol.MaxBody:
+		return protocol.Ack{}, protocol.Errorf(protocol.CodeTooLarge, "body exceeds %d bytes", protocol.MaxBody)
+	case len(req.Meta) > protocol.MaxMeta:
+		return protocol.Ack{}, protocol.Errorf(protocol.CodeTooLarge, "meta exceeds %d bytes", protocol.MaxMeta)
+	case req.Body == "" && len(req.Meta) == 0:
+		return protocol.Ack{}, errInvalid("body or meta is required")
+	case req.System && !a.Service:
+		return protocol.Ack{}, errForbidden("only service tokens post system messages")
+	case !req.System && !validID(a.User):
+		return protocol.Ack{}, errInvalid("sender user id is invalid")
+	}
+	conv := req.Conv
+	if req.To != "" {
+		if conv != "" {
+			return protocol.Ack{}, errInvalid("give conv or to, not both")
+		}
+		var err error
+		if conv, err = h.ensureDirect(ctx, a.User, req.To); err != nil {
+			return protocol.Ack{}, err
+		}
+	}
+	if !validConvID(conv) {
+		return protocol.Ack{}, errInvalid("conv is missing or invalid")
+	}
+
+	st, err := h.lock(ctx, conv)
+	if err != nil {
+		return protocol.Ack{}, err
+	}
+	defer st.mu.Unlock()
+	if !req.System {
+		if _, ok := st.members.Load().role(a.User); !ok {
+			return protocol.Ack{}, errNotMember(conv)
+		}
+	}
+	sender := a.User
+	if req.System {
+		sender = ""
+	}
+	idemKey := sender
+	if req.System {
+		idemKey = "@system"
+	}
+	if seq, err := h.store.LookupClientID(ctx, conv, idemKey, req.CMID); err == nil {
+		ack := protocol.Ack{Conv: conv, Seq: seq, CMID: req.CMID, Duplicate: true}
+		if ms, err := h.store.Messages(ctx, conv, storage.Page{After: seq - 1, Limit: 1}); err == nil && len(ms) == 1 {
+			ack.TS = ms[0].Time
+		}
+		h.m.duplicates.Inc()
+		return ack, nil
+	} else if !errors.Is(err, storage.ErrNotFound) {
+		return protocol.Ack{}, h.storageErr("lookup_client_id", err)
+	}
+
+	seq := st.lastSeq.Load() + 1
+	m := storage.Message{
+		Conv:   conv,
+		Seq:    seq,
+		Sender: sender,
+		Device: a.Device,
+		CMID:   req.CMID,
+		Kind:   storage.MessageUser,
+		Body:   req.Body,
+		Meta:   req.Meta,
+		Time:   h.now().UnixMilli(),
+	}
+	if req.System {
+		m.Kind = storage.MessageSystem
+		m.Sender = "@system"
+		m.Device = ""
+	}
+	t0 := time.Now()
+	err = h.store.AppendMessages(ctx, []storage.Message{m})
+	h.m.storageLatency.WithLabelValues("append").Observe(time.Since(t0).Seconds())
+	if err != nil {
+		return protocol.Ack{}, h.storageErr("append", err)
+	}
+	st.lastSeq.Store(seq)
+
+	// Publish while still holding st.mu: messages of one conversation leave
+	// this node in seq order.
+	pm := toProto(&m)
+	frame := protocol.AppendMessage(make([]byte, 0, 128+len(m.Body)+len(m.Meta)), &pm)
+	h.publish(&delivery{conv: conv, exclude: a.Session, ts: h.now().UnixNano(), frame: frame})
+	h.m.sent.Inc()
+	h.m.sendLatency.Observe(h.now().Sub(start).Seconds())
+	return protocol.Ack{Conv: conv, Seq: seq, CMID: req.CMID, TS: m.Time}, nil
+}
+
+// ensureDirect finds or creates the 1:1 conversation of a and b.
+func (h *Hub) ensureDirect(ctx context.Context, a, b string) (string, error) {
+	if !validID(b) {
+		return "", errInvalid("to is not a valid user id")
+	}
+	if a == b {
+		return "", errInvalid("cannot start a 1:1 conversation with yourself")
+	}
+	id := DirectID(a, b)
+	if st := h.convs.peek(id); st != nil && st.members.Load() != nil {
+		return id, nil
+	}
+	now := h.now()
+	c := storage.Conversation{ID: id, Kind: storage.KindDirect, CreatedBy: a, CreatedAt: now}
+	members := []storage.Member{
+		{Conv: id, User: a, Role: storage.RoleMember, JoinedAt: now},
+		{Conv: id, User: b, Role: storage.RoleMember, JoinedAt: now},
+	}
+	err := h.store.CreateConversation(ctx, c, members)
+	switch {
+	case err == nil:
+		h.announce(id, "created", []string{a, b}, a, "")
+	case errors.Is(err, storage.ErrExists):
+	default:
+		return "", h.storageErr("create_direct", err)
+	}
+	return id, nil
+}
+
+func toProto(m *storage.Message) protocol.Message {
+	pm := protocol.Message{
+		Conv:   m.Conv,
+		Seq:    m.Seq,
+		From:   m.Sender,
+		Device: m.Device,
+		CMID:   m.CMID,
+		Body:   m.Body,
+		Meta:   m.Meta,
+		TS:     m.Time,
+	}
+	if m.Kind == storage.MessageSystem {
+		pm.Kind = string(storage.MessageSystem)
+	}
+	return pm
+}
+
+// member returns the conversation state if a may read it.
+func (h *Hub) member(ctx context.Context, a Actor, conv string) (*convState, error) {
+	if !validConvID(conv) {
+		return nil, errInvalid("conv is missing or invalid")
+	}
+	st, err := h.state(ctx, conv)
+	if err != nil {
+		return nil, err
+	}
+	if a.Service && a.User == "" {
+		return st, nil
+	}
+	if _, ok := st.members.Load().role(a.User); !ok {
+		return nil, errNotMember(conv)
+	}
+	return st, nil
+}
+
+// History returns one page of a conversation, oldest first, and whether
+// more messages lie beyond the page in the direction asked for.
+func (h *Hub) History(ctx context.Context, a Actor, conv string, p storage.Page) ([]protocol.Message, bool, error) {
+	st, err := h.member(ctx, a, conv)
+	if err != nil {
+		return nil, false, err
+	}
+	if p.Limit <= 0 {
+		p.Limit = storage.DefaultPage
+	}
+	if p.Limit > storage.MaxPage {
+		p.Limit = storage.MaxPage
+	}
+	t0 := time.Now()
+	ms, err := h.store.Messages(ctx, conv, p)
+	h.m.storageLatency.WithLabelValues("messages").Observe(time.Since(t0).Seconds())
+	if err != nil {
+		return nil, false, h.storageErr("messages", err)
+	}
+	out := make([]protocol.Message, len(ms))
+	for i := range ms {
+		out[i] = toProto(&ms[i])
+	}
+	var more bool
+	if p.After > 0 {
+		more = len(ms) > 0 && ms[len(ms)-1].Seq < st.lastSeq.Load()
+	} else {
+		more = len(ms) > 0 && ms[0].Seq > 1
+	}
+	return out, more, nil
+}
+
+// Sync limits.
+const (
+	defaultSyncLimit   = 100
+	maxSyncLimit       = 1000
+	maxSyncMessages    = 5000 // per synced frame, over all conversations
+	maxResumeConvs     = 200
+	maxListedConvs     = 1000
+	maxSyncedConvsList = 1000
+)
+
+// Sync answers a device's resume: for every conversation of the user that
+// moved past the device's position, the state and (for conversations the
+// device listed) the messages after its position.
+func (h *Hub) Sync(ctx context.Context, a Actor, since map[string]uint64, limit int) (protocol.Synced, error) {
+	if limit <= 0 {
+		limit = defaultSyncLimit
+	}
+	if limit > maxSyncLimit {
+		limit = maxSyncLimit
+	}
+	ids, err := h.store.UserConversations(ctx, a.User)
+	if err != nil {
+		return protocol.Synced{}, h.storageErr("user_conversations", err)
+	}
+	out := protocol.Synced{Type: protocol.TypeSynced, Convs: []protocol.SyncedConv{}}
+	budget := maxSyncMessages
+	for _, id := range ids {
+		st, err := h.state(ctx, id)
+		if err != nil {
+			continue // deleted or unreadable conversation: skip
+		}
+		last := st.lastSeq.Load()
+		after, listed := since[id]
+		if listed && last <= after {
+			continue
+		}
+		if len(out.Convs) >= maxSyncedConvsList || (listed && budget <= 0) {
+			out.More = true
+			break
+		}
+		cs, err := h.convState(ctx, id, a.User, last)
+		if err != nil {
+			return protocol.Synced{}, err
+		}
+		sc := protocol.SyncedConv{ConvState: cs, Messages: []protocol.Message{}}
+		if listed {
+			n := min(limit, budget)
+			ms, err := h.store.Messages(ctx, id, storage.Page{After: after, Limit: n})
+			if err != nil {
+				return protocol.Synced{}, h.storageErr("messages", err)
+			}
+			budget -= len(ms)
+			for i := range ms {
+				sc.Messages = append(sc.Messages, toProto(&ms[i]))
+			}
+			sc.More = len(ms) > 0 && ms[len(ms)-1].Seq < last
+		}
+		out.Convs = append(out.Convs, sc)
+	}
+	h.m.syncs.Inc()
+	return out, nil
+}
+
+func (h *Hub) convState(ctx context.Context, conv, user string, last uint64) (protocol.ConvState, error) {
+	cs := protocol.ConvState{Conv: conv, LastSeq: last}
+	m, err := h.store.Member(ctx, conv, user)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return cs, h.storageErr("member", err)
+	}
+	cs.ReadSeq, cs.DeliveredSeq = m.ReadSeq, m.DeliveredSeq
+	return cs, nil
+}
+
+// ResumeState lists where the user's conversations stand, for hello.
+func (h *Hub) ResumeState(ctx context.Context, user string) (*protocol.Resume, error) {
+	ids, err := h.store.UserConversations(ctx, user)
+	if err != nil {
+		return nil, h.storageErr("user_conversations", err)
+	}
+	r := &protocol.Resume{Convs: []protocol.ConvState{}}
+	if len(ids) > maxResumeConvs {
+		ids, r.More = ids[:maxResumeConvs], true
+	}
+	for _, id := range ids {
+		st, err := h.state(ctx, id)
+		if err != nil {
+			continue
+		}
+		cs, err := h.convState(ctx, id, user, st.lastSeq.Load())
+		if err != nil {
+			return nil, err
+		}
+		r.Convs = append(r.Convs, cs)
+	}
+	return r, nil
+}
+
+// Receipt raises the user's delivered or read watermark and tells every
+// member device (the sender sees delivered/read; the reader's other devices
+// clear their unread state).
+func (h *Hub) Receipt(ctx context.Context, a Actor, conv, kind string, seq uint64) error {
+	rk := storage.ReceiptKind(kind)
+	if rk != storage.ReceiptDelivered && rk != storage.ReceiptRead {
+		return errInvalid("kind must be delivered or read")
+	}
+	st, err := h.member(ctx, a, conv)
+	if err != nil {
+		return err
+	}
+	if seq == 0 || seq > st.lastSeq.Load() {
+		return errInvalid("seq %d is not a message of %s", seq, conv)
+	}
+	if err := h.store.SetWatermark(ctx, conv, a.User, rk, seq); err != nil {
+		if errors.Is(err, storage.ErrNotFound) {
+			return errNotMember(conv)
+		}
+		return h.storageErr("set_watermark", err)
+	}
+	if rk == storage.ReceiptRead {
+		// Read implies delivered.
+		_ = h.store.SetWatermark(ctx, conv, a.User, storage.ReceiptDelivered, seq)
+	}
+	frame := protocol.Marshal(protocol.Receipt{Type: "receipt", Conv: conv, User: a.User, Device: a.Device, Kind: kind, Seq: seq})
+	h.publish(&delivery{
+		flags:   flagEphemeral,
+		conv:    conv,
+		exclude: a.Session,
+		key:     "r:" + conv + "\x00" + a.User + "\x00" + kind,
+		frame:   frame,
+	})
+	h.m.receipts.WithLabelValues(kind).Inc()
+	return nil
+}
+
+// Typing forwards an ephemeral typing indicator to the other members.
+func (h *Hub) Typing(ctx context.Context, a Actor, conv, state string) error {
+	if state == "" {
+		state = "start"
+	}
+	if state != "start" && state != "stop" {
+		return errInvalid("state must be start or stop")
+	}
+	if _, err := h.member(ctx, a, conv); err != nil {
+		return err
+	}
+	frame := protocol.Marshal(protocol.Typing{Type: "typing", Conv: conv, User: a.User, Device: a.Device, State: state})
+	h.publish(&delivery{
+		flags:       flagEphemeral | flagExcludeUser,
+		conv:        conv,
+		excludeUser: a.User,
+		key:         "t:" + conv + "\x00" + a.User,
+		frame:       frame,
+	})
+	return nil
+}

@@ -1,0 +1,376 @@
+// Package node wires one Parley node together: keys, the embedded or
+// external store and NATS, the hub, the gateway and the two listeners. It is
+// what `parley serve` runs, and what end-to-end tests and the load tester
+// start in-process. It holds no behaviour of its own beyond start-up and
+// orderly shutdown.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/parley-im/parley/gateway"
+	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/gateway/web"
+	"github.com/parley-im/parley/hub"
+	"github.com/parley-im/parley/storage"
+	"github.com/parley-im/parley/storage/embedded"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Config is a node's configuration; `parley serve` fills it from flags and
+// PARLEY_* variables. Zero values mean the documented defaults.
+type Config struct {
+	Listen      string // client listener; default ":8080"
+	AdminListen string // admin listener; default "127.0.0.1:9090"
+	DataDir     string // default "./data"
+	Node        string // default: host name
+
+	NATSURL    string // external NATS; empty runs NATS in-process
+	NATSListen string // in-process NATS also listens here; empty: in-process only
+
+	PublicKeyFiles []string // production keys (RS256/ES256/EdDSA PEM)
+	JWKSURL        string
+	Issuer         string
+	Audience       string
+	Leeway         time.Duration
+	// Dev is "auto" (dev mode when no production keys), "true" or "false".
+	// Empty means auto.
+	Dev string
+
+	PresenceCoalesce time.Duration
+	DrainTimeout     time.Duration // default 30 s
+
+	// Gateway holds the gateway's tunables; Hub, Verifier, Logger,
+	// Registry, Node, DevTokens, DevKey and Demo are filled in by Start.
+	Gateway gateway.Config
+
+	Logger *slog.Logger
+}
+
+// Node is a running Parley node.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	store    storage.Store
+	nc       *nats.Conn
+	stopNATS func()
+	hub      *hub.Hub
+	gw       *gateway.Server
+	srv      *http.Server
+	admin    *http.Server
+	ln       net.Listener
+	adminLn  net.Listener
+	dev      bool
+	errc     chan error
+}
+
+// Start brings a node up and serves until Shutdown.
+func Start(cfg Config) (n *Node, err error) {
+	if cfg.Listen == "" {
+		cfg.Listen = ":8080"
+	}
+	if cfg.AdminListen == "" {
+		cfg.AdminListen = "127.0.0.1:9090"
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "./data"
+	}
+	if cfg.Node == "" {
+		cfg.Node, _ = os.Hostname()
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	log := cfg.Logger.With("node", cfg.Node)
+	n = &Node{cfg: cfg, log: log, errc: make(chan error, 2)}
+	// On failure, undo what was started.
+	defer func() {
+		if err != nil {
+			n.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+
+	verifier, devKey, err := n.keys()
+	if err != nil {
+		return nil, err
+	}
+
+	st, err := embedded.Open(filepath.Join(cfg.DataDir, "store"), embedded.Options{Logger: log.With("component", "storage")})
+	if err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	n.store = st
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	natsDrops := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "parley_nats_slow_consumer_total",
+		Help: "NATS async errors that dropped messages for a subscription (resume covers them).",
+	})
+	reg.MustRegister(natsDrops)
+	if err := n.connectNATS(natsDrops); err != nil {
+		return nil, err
+	}
+
+	n.hub, err = hub.New(hub.Config{
+		Node:             cfg.Node,
+		Store:            n.store,
+		NATS:             n.nc,
+		Logger:           log,
+		PresenceCoalesce: cfg.PresenceCoalesce,
+		Metrics:          hub.NewMetrics(reg),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := n.hub.Start(); err != nil {
+		return nil, err
+	}
+
+	gcfg := cfg.Gateway
+	gcfg.Hub, gcfg.Verifier, gcfg.Logger, gcfg.Registry, gcfg.Node = n.hub, verifier, log, reg, cfg.Node
+	gcfg.DevTokens, gcfg.DevKey = n.dev, devKey
+	if n.dev {
+		gcfg.Demo = web.Handler()
+	}
+	n.gw, err = gateway.New(gcfg)
+	if err != nil {
+		return nil, err
+	}
+
+	if n.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if n.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		return nil, fmt.Errorf("admin listen: %w", err)
+	}
+	n.srv = &http.Server{
+		Handler:           n.gw.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	n.admin = &http.Server{Handler: n.adminMux(reg), ReadHeaderTimeout: 10 * time.Second}
+	go func() { n.errc <- n.srv.Serve(n.ln) }()
+	go func() { n.errc <- n.admin.Serve(n.adminLn) }()
+	log.Info("parley serving", "listen", n.ln.Addr().String(), "admin", n.adminLn.Addr().String(), "dev", n.dev, "data_dir", cfg.DataDir)
+	return n, nil
+}
+
+// Addr is the client listener's address.
+func (n *Node) Addr() string { return n.ln.Addr().String() }
+
+// AdminAddr is the admin listener's address.
+func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
+
+// Hub returns the node's hub.
+func (n *Node) Hub() *hub.Hub { return n.hub }
+
+// Gateway returns the node's gateway.
+func (n *Node) Gateway() *gateway.Server { return n.gw }
+
+// Dev reports whether the node runs in dev mode.
+func (n *Node) Dev() bool { return n.dev }
+
+// Err delivers a listener failure.
+func (n *Node) Err() <-chan error { return n.errc }
+
+func (n *Node) keys() (*auth.Verifier, []byte, error) {
+	cfg := n.cfg
+	prod := len(cfg.PublicKeyFiles) > 0 || cfg.JWKSURL != ""
+	switch cfg.Dev {
+	case "", "auto":
+		n.dev = !prod
+	case "true":
+		n.dev = true
+	case "false":
+		n.dev = false
+	default:
+		return nil, nil, errors.New("dev must be auto, true or false")
+	}
+	if n.dev && prod {
+		return nil, nil, errors.New("dev mode conflicts with production keys")
+	}
+	if !n.dev && !prod {
+		return nil, nil, errors.New("production mode needs public key files or a JWKS URL")
+	}
+	vcfg := auth.Config{
+		PublicKeyFiles: cfg.PublicKeyFiles,
+		JWKSURL:        cfg.JWKSURL,
+		Issuer:         cfg.Issuer,
+		Audience:       cfg.Audience,
+		Leeway:         cfg.Leeway,
+		Logger:         n.log,
+	}
+	var devKey []byte
+	if n.dev {
+		var err error
+		if devKey, err = auth.LoadOrCreateDevKey(cfg.DataDir); err != nil {
+			return nil, nil, fmt.Errorf("dev key: %w", err)
+		}
+		vcfg.DevKey = devKey
+		n.log.Warn("DEV MODE: tokens are signed with the dev key in the data directory and anyone can mint one at POST /v1/dev/token; configure public keys or a JWKS URL for production",
+			"key_file", filepath.Join(cfg.DataDir, "dev-signing.key"))
+	}
+	v, err := auth.New(vcfg)
+	if err != nil {
+		return nil, nil, fmt.Errorf("auth: %w", err)
+	}
+	return v, devKey, nil
+}
+
+func (n *Node) adminMux(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !n.gw.Ready() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// connectNATS connects to an external NATS or starts one in-process.
+func (n *Node) connectNATS(drops prometheus.Counter) error {
+	cfg, log := n.cfg, n.log
+	opts := []nats.Option{
+		nats.Name("parley-" + cfg.Node),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectJitter(250*time.Millisecond, time.Second),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				drops.Inc()
+			}
+			subj := ""
+			if sub != nil {
+				subj = sub.Subject
+			}
+			log.Warn("nats async error", "subject", subj, "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+	}
+	if cfg.NATSURL != "" {
+		nc, err := nats.Connect(cfg.NATSURL, opts...)
+		if err != nil {
+			return fmt.Errorf("nats connect %s: %w", cfg.NATSURL, err)
+		}
+		n.nc, n.stopNATS = nc, nc.Close
+		return nil
+	}
+	nopts := &natsserver.Options{
+		ServerName: "parley-" + cfg.Node,
+		NoLog:      true,
+		NoSigs:     true,
+		DontListen: cfg.NATSListen == "",
+		MaxPayload: 1 << 20,
+	}
+	if cfg.NATSListen != "" {
+		host, port, err := net.SplitHostPort(cfg.NATSListen)
+		if err != nil {
+			return fmt.Errorf("nats listen: %w", err)
+		}
+		nopts.Host = host
+		if nopts.Port, err = strconv.Atoi(port); err != nil {
+			return fmt.Errorf("nats listen port: %w", err)
+		}
+	}
+	ns, err := natsserver.NewServer(nopts)
+	if err != nil {
+		return fmt.Errorf("embedded nats: %w", err)
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return errors.New("embedded nats did not start")
+	}
+	nc, err := nats.Connect(ns.ClientURL(), append(opts, nats.InProcessServer(ns))...)
+	if err != nil {
+		ns.Shutdown()
+		return fmt.Errorf("nats connect in-process: %w", err)
+	}
+	n.nc = nc
+	n.stopNATS = func() {
+		nc.Close()
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	}
+	log.Info("nats running in-process", "listen", cfg.NATSListen)
+	return nil
+}
+
+// Shutdown drains the node gracefully: readyz goes false, clients get bye
+// frames with jittered reconnect delays and are closed in batches, then the
+// listeners, the hub, NATS and the store (flushed) stop.
+func (n *Node) Shutdown(ctx context.Context) error {
+	dctx, cancel := context.WithTimeout(ctx, n.cfg.DrainTimeout)
+	defer cancel()
+	if err := n.gw.Drain(dctx); err != nil {
+		n.log.Warn("drain incomplete, cutting the rest", "err", err)
+	}
+	n.close()
+	n.log.Info("parley stopped")
+	return nil
+}
+
+// close stops whatever was started, in reverse order.
+func (n *Node) close() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if n.srv != nil {
+		_ = n.srv.Shutdown(ctx)
+	} else if n.ln != nil {
+		_ = n.ln.Close()
+	}
+	if n.gw != nil {
+		n.gw.Close()
+	}
+	if n.admin != nil {
+		_ = n.admin.Shutdown(ctx)
+	} else if n.adminLn != nil {
+		_ = n.adminLn.Close()
+	}
+	if n.hub != nil {
+		n.hub.Close()
+	}
+	if n.stopNATS != nil {
+		n.stopNATS()
+	}
+	if n.store != nil {
+		if err := n.store.Close(); err != nil {
+			n.log.Error("storage close", "err", err)
+		}
+	}
+}

@@ -1,0 +1,35 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// runConnect runs the connect-rate steps.
+func runConnect(ctx context.Context, cfg *Config, r *Report) error {
+	d := newDialer(cfg)
+	for si, rate := range cfg.Steps {
+		n := int(rate * cfg.StepDuration.Seconds())
+		if n < 1 {
+			n = 1
+		}
+		tokens, err := mintTokens(d, cfg, fmt.Sprintf("c%d-", si), n, time.Hour)
+		if err != nil {
+			return err
+		}
+		logf(cfg, "connect: step %.0f/s, %d connections", rate, n)
+		res := d.openAll(ctx, n, rate, tokens, nil, false)
+		s := connectStats(rate, n, res)
+		r.Steps = append(r.Steps, s)
+		logf(cfg, "connect: step %.0f/s achieved %.0f/s, %d ok", rate, s.AchievedRate, s.OK)
+		if s.Met {
+			r.LastMet = rate
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		sleep(ctx, time.Second) // let the server finish closing
+	}
+	return nil
+}

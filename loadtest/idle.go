@@ -1,0 +1,70 @@
+package loadtest
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// runIdle opens cfg.Conns connections, reads memory, and holds them.
+func runIdle(ctx context.Context, cfg *Config, r *Report) error {
+	d := newDialer(cfg)
+	tokens, err := mintTokens(d, cfg, "i", cfg.Conns, cfg.Duration+cfg.Settle+time.Hour)
+	if err != nil {
+		return err
+	}
+	if cfg.ServerPID > 0 {
+		r.Server = readBefore(cfg.ServerPID)
+	}
+	r.Tester = readBefore(0)
+	logf(cfg, "idle: opening %d connections at %.0f/s", cfg.Conns, cfg.ConnectRate)
+	res := d.openAll(ctx, cfg.Conns, cfg.ConnectRate, tokens, nil, true)
+	defer closeAll(res.conns)
+	cs := connectStats(cfg.ConnectRate, cfg.Conns, res)
+	r.Connect = &cs
+	logf(cfg, "idle: %d connected (%.0f conn/s); settling %v", cs.OK, cs.AchievedRate, cfg.Settle)
+	sleep(ctx, cfg.Settle)
+	up := alive(res.conns)
+	if r.Server != nil {
+		r.Server.readAfter()
+		r.Server.finish(up)
+	}
+	r.Tester.readAfter()
+	r.Tester.finish(up)
+	logf(cfg, "idle: holding %d connections for %v", up, cfg.Duration)
+	sleep(ctx, cfg.Duration)
+	r.Dropped = up - alive(res.conns)
+	if int(cs.OK) < cfg.Conns {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("only %d of %d connections opened", cs.OK, cfg.Conns))
+	}
+	return ctx.Err()
+}
+
+// mintTokens mints n tokens for distinct users "lt<seed>-<prefix><i>".
+func mintTokens(d *dialer, cfg *Config, prefix string, n int, ttl time.Duration) ([]string, error) {
+	out := make([]string, n)
+	for i := range out {
+		t, err := d.token(userID(cfg, prefix, i), "d", ttl)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = t
+	}
+	return out, nil
+}
+
+func userID(cfg *Config, prefix string, i int) string {
+	return fmt.Sprintf("lt%d-%s%d", cfg.Seed, prefix, i)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}

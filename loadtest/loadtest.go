@@ -1,0 +1,385 @@
+package loadtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/parley-im/parley/client"
+	"github.com/parley-im/parley/gateway/auth"
+)
+
+// Config describes one run. Zero values mean the documented defaults.
+type Config struct {
+	URL      string // server base URL, e.g. ws://127.0.0.1:8080; required
+	Key      []byte // HS256 dev key the server accepts; required
+	Scenario string // "idle", "connect" or "chat"; required
+
+	// Conns is the number of connections (idle) or of pairs (chat: 2×Conns
+	// connections). Default 100.
+	Conns int
+	// Rate is messages per second over all senders (chat). Default 1000.
+	Rate float64
+	// ConnectRate is the scheduled connect rate for idle and chat set-up,
+	// connections per second. Default 1000.
+	ConnectRate float64
+	// Steps are the connect scenario's target rates. Default 1000, 2000,
+	// 4000, 8000, 12000.
+	Steps []float64
+	// StepDuration is each connect step's length. Default 3 s.
+	StepDuration time.Duration
+	// Duration is how long idle holds its connections after they are all
+	// up, and how long chat measures after Warmup. Default 10 s.
+	Duration time.Duration
+	// Warmup is chat's unmeasured lead-in. Default 2 s; negative means none.
+	Warmup time.Duration
+	// Settle is the pause after the last connect before memory is read
+	// (idle). Default 3 s; negative means none.
+	Settle time.Duration
+	// SourceAddrs are the local addresses to dial from, round robin. Empty
+	// means the kernel's choice.
+	SourceAddrs []netip.Addr
+	// ServerPID, if set, is the server process whose VmRSS is read.
+	ServerPID int
+	// Seed makes user ids of different runs distinct (and runs repeatable).
+	Seed int64
+	// MaxInFlight caps connection attempts in flight. Default 2000.
+	MaxInFlight int
+	// Log receives progress lines; nil discards them.
+	Log io.Writer
+}
+
+func (c *Config) defaults() error {
+	if c.URL == "" {
+		return errors.New("loadtest: URL is required")
+	}
+	if len(c.Key) == 0 {
+		return errors.New("loadtest: Key is required")
+	}
+	switch c.Scenario {
+	case "idle", "connect", "chat":
+	default:
+		return fmt.Errorf("loadtest: scenario %q: want idle, connect or chat", c.Scenario)
+	}
+	if c.Conns <= 0 {
+		c.Conns = 100
+	}
+	if c.Rate <= 0 {
+		c.Rate = 1000
+	}
+	if c.ConnectRate <= 0 {
+		c.ConnectRate = 1000
+	}
+	if len(c.Steps) == 0 {
+		c.Steps = []float64{1000, 2000, 4000, 8000, 12000}
+	}
+	if c.StepDuration <= 0 {
+		c.StepDuration = 3 * time.Second
+	}
+	if c.Duration <= 0 {
+		c.Duration = 10 * time.Second
+	}
+	if c.Warmup == 0 {
+		c.Warmup = 2 * time.Second
+	} else if c.Warmup < 0 {
+		c.Warmup = 0
+	}
+	if c.Settle == 0 {
+		c.Settle = 3 * time.Second
+	} else if c.Settle < 0 {
+		c.Settle = 0
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 2000
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+	return nil
+}
+
+// fdOverhead is the files a run needs besides its connections (binary,
+// listeners of an in-process test server, epoll, /proc reads, logs).
+const fdOverhead = 64
+
+// CheckFiles reports an error, with the fix, if the process cannot open
+// conns sockets under its open-file limit (RLIMIT_NOFILE).
+func CheckFiles(conns int) error {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return nil // not Linux-like; let the dials fail if they must
+	}
+	if uint64(conns+fdOverhead) <= rl.Cur {
+		return nil
+	}
+	fix := fmt.Sprintf("lower --conns to at most %d", int(rl.Cur)-fdOverhead)
+	if rl.Max > rl.Cur {
+		fix = fmt.Sprintf("raise the limit (ulimit -n %d) or %s", rl.Max, fix)
+	}
+	return fmt.Errorf("loadtest: %d connections need %d open files but the limit is %d (hard %d): %s, or run several load tester processes",
+		conns, conns+fdOverhead, rl.Cur, rl.Max, fix)
+}
+
+// ParseAddrRange parses "127.0.0.2-127.0.0.50", a single address or a
+// comma-separated list of either into addresses.
+func ParseAddrRange(s string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err := netip.ParseAddr(strings.TrimSpace(lo))
+		if err != nil {
+			return nil, fmt.Errorf("loadtest: source address %q: %w", part, err)
+		}
+		b := a
+		if isRange {
+			if b, err = netip.ParseAddr(strings.TrimSpace(hi)); err != nil {
+				return nil, fmt.Errorf("loadtest: source address %q: %w", part, err)
+			}
+		}
+		if b.Less(a) {
+			return nil, fmt.Errorf("loadtest: source range %q is backwards", part)
+		}
+		for x := a; ; x = x.Next() {
+			out = append(out, x)
+			if len(out) > 1<<16 {
+				return nil, fmt.Errorf("loadtest: source range %q is too large", part)
+			}
+			if x == b {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// Run runs cfg's scenario until it ends or ctx is cancelled.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	need := cfg.Conns
+	switch cfg.Scenario {
+	case "chat":
+		need = 2 * cfg.Conns
+	case "connect":
+		need = cfg.MaxInFlight
+	}
+	if err := CheckFiles(need); err != nil {
+		return nil, err
+	}
+	r := &Report{
+		Scenario:   cfg.Scenario,
+		URL:        cfg.URL,
+		Start:      time.Now().UTC(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		Conns:      cfg.Conns,
+		Seed:       cfg.Seed,
+	}
+	if cfg.Scenario == "chat" {
+		r.Conns = 2 * cfg.Conns
+	}
+	cpu0, wall0 := cpuTime(), time.Now()
+	var err error
+	switch cfg.Scenario {
+	case "idle":
+		err = runIdle(ctx, &cfg, r)
+	case "connect":
+		err = runConnect(ctx, &cfg, r)
+	case "chat":
+		err = runChat(ctx, &cfg, r)
+	}
+	r.CPU = cpuUse(cpu0, cpuTime(), time.Since(wall0), r.GOMAXPROCS)
+	if r.CPU.Saturated {
+		r.Warnings = append(r.Warnings, fmt.Sprintf("the load tester used %.0f%% of its %d CPUs over the run: its latency and rate figures include its own queueing", 100*r.CPU.Utilization, r.GOMAXPROCS))
+	}
+	r.End = time.Now().UTC()
+	return r, err
+}
+
+// dialer opens authenticated connections from the configured source
+// addresses.
+type dialer struct {
+	cfg  *Config
+	next atomic.Uint64
+	sem  chan struct{}
+}
+
+func newDialer(cfg *Config) *dialer {
+	return &dialer{cfg: cfg, sem: make(chan struct{}, cfg.MaxInFlight)}
+}
+
+func (d *dialer) token(user, device string, ttl time.Duration) (string, error) {
+	c := auth.Claims{Device: device}
+	c.Subject = user
+	return auth.Mint(d.cfg.Key, c, ttl, time.Now())
+}
+
+func (d *dialer) dial(ctx context.Context, tok string, onEvent func(client.Event)) (*client.Conn, error) {
+	opts := client.Options{
+		URL:         d.cfg.URL,
+		Token:       tok,
+		DialTimeout: 15 * time.Second,
+		OnEvent:     onEvent,
+		QueueSize:   1,
+	}
+	if onEvent == nil {
+		opts.OnEvent = func(client.Event) {}
+	}
+	if n := len(d.cfg.SourceAddrs); n > 0 {
+		a := d.cfg.SourceAddrs[int(d.next.Add(1)-1)%n]
+		opts.LocalAddr = &net.TCPAddr{IP: a.AsSlice()}
+	}
+	return client.Dial(ctx, opts)
+}
+
+// openResult is the outcome of openAll.
+type openResult struct {
+	conns   []*client.Conn // index i holds connection i, nil if it failed
+	ok      atomic.Int64
+	errs    counts
+	samples sync.Map // error kind → first error text
+	lat     *latency // from the intended arrival to hello
+	elapsed time.Duration
+}
+
+// openAll opens n connections on an open-model schedule at rate per second,
+// minting tokens with tokens(i) and wiring events with onEvent(i). keep
+// false closes each connection right after hello (the connect scenario).
+func (d *dialer) openAll(ctx context.Context, n int, rate float64, tokens []string, onEvent func(i int) func(client.Event), keep bool) *openResult {
+	res := &openResult{lat: newLatency()}
+	if keep {
+		res.conns = make([]*client.Conn, n)
+	}
+	var wg sync.WaitGroup
+	start := time.Now().Add(10 * time.Millisecond)
+	var last atomic.Int64
+	for i := 0; i < n; i++ {
+		at := arrival(start, rate, int64(i))
+		if dt := time.Until(at); dt > 0 {
+			select {
+			case <-time.After(dt):
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			res.errs.add("cancelled")
+			continue
+		}
+		select {
+		case d.sem <- struct{}{}:
+		case <-ctx.Done():
+			res.errs.add("cancelled")
+			continue
+		}
+		wg.Add(1)
+		go func(i int, at time.Time) {
+			defer wg.Done()
+			defer func() { <-d.sem }()
+			var fn func(client.Event)
+			if onEvent != nil {
+				fn = onEvent(i)
+			}
+			c, err := d.dial(ctx, tokens[i], fn)
+			if err != nil {
+				kind := errKind(err)
+				res.errs.add(kind)
+				res.samples.LoadOrStore(kind, err.Error())
+				return
+			}
+			now := time.Now()
+			res.lat.record(now.Sub(at))
+			res.ok.Add(1)
+			last.Store(now.UnixNano())
+			if keep {
+				res.conns[i] = c
+			} else {
+				_ = c.CloseNow()
+			}
+		}(i, at)
+	}
+	wg.Wait()
+	if l := last.Load(); l > 0 {
+		res.elapsed = time.Unix(0, l).Sub(start)
+	}
+	return res
+}
+
+// errKind classifies a dial error for the report.
+func errKind(err error) string {
+	var ue *client.UpgradeError
+	var ce *client.CloseError
+	var errno syscall.Errno
+	switch {
+	case errors.As(err, &ue):
+		return fmt.Sprintf("http_%d", ue.StatusCode)
+	case errors.As(err, &ce):
+		return fmt.Sprintf("close_%d", ce.Code)
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "cancelled"
+	case errors.As(err, &errno):
+		switch errno {
+		case syscall.EADDRNOTAVAIL:
+			return "addr_not_available"
+		case syscall.ECONNREFUSED:
+			return "refused"
+		case syscall.ECONNRESET:
+			return "reset"
+		case syscall.EMFILE, syscall.ENFILE:
+			return "too_many_files"
+		}
+		return "errno_" + errno.Error()
+	}
+	if strings.Contains(err.Error(), "EOF") {
+		return "eof"
+	}
+	return "other"
+}
+
+// closeAll closes every connection, in parallel batches, bounded in time.
+func closeAll(conns []*client.Conn) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 512)
+	for _, c := range conns {
+		if c == nil {
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(c *client.Conn) {
+			defer wg.Done()
+			_ = c.CloseNow()
+			<-sem
+		}(c)
+	}
+	wg.Wait()
+}
+
+func alive(conns []*client.Conn) int {
+	n := 0
+	for _, c := range conns {
+		if c != nil && c.Err() == nil {
+			n++
+		}
+	}
+	return n
+}
+
+func logf(cfg *Config, format string, args ...any) {
+	fmt.Fprintf(cfg.Log, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
+}

@@ -1,0 +1,203 @@
+package loadtest
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parley-im/parley/gateway"
+	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/internal/node"
+)
+
+// startNode starts an in-process dev node and returns it with its dev key.
+func startNode(t *testing.T) (*node.Node, []byte) {
+	t.Helper()
+	dir := t.TempDir()
+	n, err := node.Start(node.Config{
+		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", DataDir: dir, Dev: "true",
+		Gateway: gateway.Config{ConnectRate: 100000, ConnectBurst: 100000},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = n.Shutdown(ctx)
+	})
+	key, err := auth.LoadOrCreateDevKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n, key
+}
+
+// metric sums the samples of a Prometheus metric family whose name and
+// labels start with prefix, e.g. `parley_connects_total{result="ok"`.
+func metric(t *testing.T, n *node.Node, prefix string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "#") || !strings.HasPrefix(line, prefix) {
+			continue
+		}
+		rest := line[len(prefix):]
+		if rest != "" && rest[0] != ' ' && rest[0] != '{' && rest[0] != ',' && rest[0] != '}' {
+			continue // a longer metric name
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			t.Fatalf("metric line %q: %v", line, err)
+		}
+		sum += v
+	}
+	return sum
+}
+
+func baseConfig(n *node.Node, key []byte, scenario string) Config {
+	return Config{
+		URL: "ws://" + n.Addr(), Key: key, Scenario: scenario, Seed: 7,
+		ConnectRate: 500, Duration: time.Second, Warmup: 300 * time.Millisecond,
+		Settle: 200 * time.Millisecond, ServerPID: os.Getpid(), Log: io.Discard,
+	}
+}
+
+func TestIdle(t *testing.T) {
+	n, key := startNode(t)
+	cfg := baseConfig(n, key, "idle")
+	cfg.Conns = 20
+	cfg.Log = testWriter{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	peak := 0
+	go func() { // the server's own count while the connections are held
+		defer close(done)
+		for i := 0; i < 200 && ctx.Err() == nil; i++ {
+			peak = max(peak, n.Gateway().Connections())
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if r.Connect.OK != 20 || len(r.Connect.Errors) != 0 || r.Dropped != 0 {
+		t.Fatalf("connect %+v dropped %d", r.Connect, r.Dropped)
+	}
+	if peak != 20 {
+		t.Errorf("server saw at most %d connections, want 20", peak)
+	}
+	if got := metric(t, n, `parley_connects_total{result="ok"`); got != 20 {
+		t.Errorf("server counted %v successful connects, want 20", got)
+	}
+	if r.Connect.Latency.Count != 20 || r.Server == nil || r.Server.Conns != 20 || r.Tester.Conns != 20 {
+		t.Errorf("report: %+v server %+v tester %+v", r.Connect.Latency, r.Server, r.Tester)
+	}
+	if r.Server.AfterKiB <= 0 {
+		t.Errorf("no RSS reading: %+v", r.Server)
+	}
+	var sb strings.Builder
+	r.WriteSummary(&sb)
+	t.Log("\n" + sb.String())
+}
+
+func TestConnect(t *testing.T) {
+	n, key := startNode(t)
+	cfg := baseConfig(n, key, "connect")
+	cfg.Steps = []float64{50, 100}
+	cfg.StepDuration = 500 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Steps) != 2 || r.Steps[0].Attempted != 25 || r.Steps[1].Attempted != 50 {
+		t.Fatalf("steps %+v", r.Steps)
+	}
+	var ok int64
+	for _, s := range r.Steps {
+		ok += s.OK
+		if len(s.Errors) != 0 {
+			t.Errorf("step %v: errors %v %v", s.TargetRate, s.Errors, s.ErrorSamples)
+		}
+	}
+	if ok != 75 {
+		t.Errorf("%d connects ok, want 75", ok)
+	}
+	if got := metric(t, n, `parley_connects_total{result="ok"`); got != 75 {
+		t.Errorf("server counted %v successful connects, want 75", got)
+	}
+	if r.LastMet != 100 {
+		t.Errorf("last met %v, want 100 (steps %+v)", r.LastMet, r.Steps)
+	}
+	// The connections were closed afterwards.
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Gateway().Connections() != 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c := n.Gateway().Connections(); c != 0 {
+		t.Errorf("server still holds %d connections", c)
+	}
+}
+
+func TestChat(t *testing.T) {
+	n, key := startNode(t)
+	cfg := baseConfig(n, key, "chat")
+	cfg.Conns = 10 // pairs
+	cfg.Rate = 100 // 10/s per sender
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := r.Chat
+	// 100/s over 1.3 s: 130 scheduled sends.
+	if c.Sent < 120 || c.Sent > 140 {
+		t.Errorf("sent %d, want about 130", c.Sent)
+	}
+	if c.Acked != c.Sent || c.Received != c.Sent || c.Lost != 0 || c.Duplicated != 0 || c.Reordered != 0 || c.Unacked != 0 || len(c.SendErrors) != 0 {
+		t.Errorf("chat %+v", c)
+	}
+	if got := metric(t, n, "parley_messages_sent_total"); got != float64(c.Sent) {
+		t.Errorf("server stored %v messages, the load tester sent %d", got, c.Sent)
+	}
+	if got := metric(t, n, "parley_messages_delivered_total"); got < float64(c.Sent) {
+		t.Errorf("server delivered %v messages, want at least %d", got, c.Sent)
+	}
+	// Only messages after the warm-up are measured.
+	if c.EndToEnd.Count == 0 || c.EndToEnd.Count >= c.Sent || c.Ack.Count != c.EndToEnd.Count {
+		t.Errorf("measured e2e %d ack %d of %d sent", c.EndToEnd.Count, c.Ack.Count, c.Sent)
+	}
+	if c.EndToEnd.P50 <= 0 || c.EndToEnd.P50 > c.EndToEnd.Max {
+		t.Errorf("e2e percentiles %+v", c.EndToEnd)
+	}
+	var sb strings.Builder
+	r.WriteSummary(&sb)
+	t.Log("\n" + sb.String())
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}

@@ -1,0 +1,173 @@
+package loadtest
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"time"
+)
+
+// Report is a run's result; it marshals to the --json report.
+type Report struct {
+	Scenario   string    `json:"scenario"`
+	URL        string    `json:"url"`
+	Start      time.Time `json:"start"`
+	End        time.Time `json:"end"`
+	GOMAXPROCS int       `json:"gomaxprocs"`
+	Seed       int64     `json:"seed"`
+	Conns      int       `json:"conns"` // connections the scenario opens (chat: 2 per pair)
+
+	// Connect is the set-up of idle and chat connections.
+	Connect *ConnectStats `json:"connect,omitempty"`
+	// Server and Tester are VmRSS per connection (idle).
+	Server *Memory `json:"server_memory,omitempty"`
+	Tester *Memory `json:"tester_memory,omitempty"`
+	// Dropped counts idle connections that ended during the hold.
+	Dropped int `json:"dropped,omitempty"`
+
+	Steps []ConnectStats `json:"steps,omitempty"`
+	// LastMet is the highest target rate a step met (connect), 0 if none.
+	LastMet float64 `json:"last_met_rate,omitempty"`
+
+	Chat *ChatStats `json:"chat,omitempty"`
+
+	CPU      CPU      `json:"tester_cpu"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// ConnectStats describes a batch of scheduled connection attempts.
+type ConnectStats struct {
+	TargetRate   float64           `json:"target_rate"`
+	Attempted    int               `json:"attempted"`
+	OK           int64             `json:"ok"`
+	Errors       map[string]int64  `json:"errors,omitempty"`
+	ErrorSamples map[string]string `json:"error_samples,omitempty"`
+	// AchievedRate is OK / (last success − scheduled start).
+	AchievedRate float64 `json:"achieved_rate"`
+	// Met: AchievedRate ≥ 95% of the target and errors ≤ 0.1%.
+	Met bool `json:"met"`
+	// Latency runs from the scheduled arrival to hello (auth included).
+	Latency Percentiles `json:"latency"`
+}
+
+func connectStats(target float64, n int, res *openResult) ConnectStats {
+	s := ConnectStats{
+		TargetRate: target,
+		Attempted:  n,
+		OK:         res.ok.Load(),
+		Errors:     res.errs.snapshot(),
+		Latency:    res.lat.percentiles(),
+	}
+	res.samples.Range(func(k, v any) bool {
+		if s.ErrorSamples == nil {
+			s.ErrorSamples = map[string]string{}
+		}
+		s.ErrorSamples[k.(string)] = v.(string)
+		return true
+	})
+	if res.elapsed > 0 {
+		s.AchievedRate = float64(s.OK) / res.elapsed.Seconds()
+	}
+	var errs int64
+	for _, v := range s.Errors {
+		errs += v
+	}
+	s.Met = s.AchievedRate >= 0.95*target && float64(errs) <= 0.001*float64(n)
+	return s
+}
+
+// ChatStats is the chat scenario's result. Latencies cover messages whose
+// intended send time is after the warm-up.
+type ChatStats struct {
+	Pairs        int              `json:"pairs"`
+	TargetRate   float64          `json:"target_rate"`
+	AchievedRate float64          `json:"achieved_rate"` // acked messages per second in the measured window
+	Sent         int64            `json:"sent"`
+	Acked        int64            `json:"acked"`
+	SendErrors   map[string]int64 `json:"send_errors,omitempty"`
+	Received     int64            `json:"received"`
+	Lost         int64            `json:"lost"`       // acked but never received
+	Duplicated   int64            `json:"duplicated"` // received more than once
+	Reordered    int64            `json:"reordered"`  // received after a later one of the same sender
+	Unacked      int64            `json:"unacked"`    // sent, no ack or error by the end
+	// LateSends counts sends that left more than 10 ms after their
+	// intended time (the load tester or a full socket held them).
+	LateSends int64       `json:"late_sends"`
+	EndToEnd  Percentiles `json:"end_to_end"`
+	Ack       Percentiles `json:"send_to_ack"`
+}
+
+// WriteSummary writes a compact human summary.
+func (r *Report) WriteSummary(w io.Writer) {
+	fmt.Fprintf(w, "parley loadtest %s  %s  %d conns  GOMAXPROCS=%d  %s\n", r.Scenario, r.URL, r.Conns, r.GOMAXPROCS, r.End.Sub(r.Start).Round(time.Millisecond))
+	if r.Connect != nil {
+		writeConnect(w, "connect", r.Connect)
+	}
+	for _, m := range []struct {
+		name string
+		m    *Memory
+	}{{"server", r.Server}, {"tester", r.Tester}} {
+		if m.m == nil {
+			continue
+		}
+		if m.m.Unavailable != "" {
+			fmt.Fprintf(w, "  %s RSS: unavailable (%s)\n", m.name, m.m.Unavailable)
+			continue
+		}
+		fmt.Fprintf(w, "  %s RSS: %d KiB -> %d KiB over %d conns = %.1f KiB/conn\n", m.name, m.m.BeforeKiB, m.m.AfterKiB, m.m.Conns, m.m.PerConnKiB)
+	}
+	if r.Scenario == "idle" {
+		fmt.Fprintf(w, "  dropped during hold: %d\n", r.Dropped)
+	}
+	for i := range r.Steps {
+		writeConnect(w, fmt.Sprintf("step %.0f/s", r.Steps[i].TargetRate), &r.Steps[i])
+	}
+	if r.Scenario == "connect" {
+		fmt.Fprintf(w, "  last step that met its target: %.0f conn/s\n", r.LastMet)
+	}
+	if c := r.Chat; c != nil {
+		fmt.Fprintf(w, "  chat: %d pairs, target %.0f msg/s, achieved %.0f msg/s; sent %d acked %d received %d; lost %d dup %d reordered %d unacked %d late sends %d\n",
+			c.Pairs, c.TargetRate, c.AchievedRate, c.Sent, c.Acked, c.Received, c.Lost, c.Duplicated, c.Reordered, c.Unacked, c.LateSends)
+		if len(c.SendErrors) > 0 {
+			fmt.Fprintf(w, "  send errors: %s\n", fmtCounts(c.SendErrors))
+		}
+		writePct(w, "end-to-end", c.EndToEnd)
+		writePct(w, "send->ack ", c.Ack)
+	}
+	fmt.Fprintf(w, "  tester CPU: %.1f s over %.1f s wall (%.0f%% of %d CPUs)\n", r.CPU.Seconds, r.CPU.WallSeconds, 100*r.CPU.Utilization, r.GOMAXPROCS)
+	for _, s := range r.Warnings {
+		fmt.Fprintf(w, "  WARNING: %s\n", s)
+	}
+}
+
+func writeConnect(w io.Writer, name string, s *ConnectStats) {
+	met := ""
+	if s.TargetRate > 0 {
+		met = " (missed)"
+		if s.Met {
+			met = " (met)"
+		}
+	}
+	fmt.Fprintf(w, "  %s: target %.0f/s, %d/%d ok, achieved %.0f conn/s%s", name, s.TargetRate, s.OK, s.Attempted, s.AchievedRate, met)
+	if len(s.Errors) > 0 {
+		fmt.Fprintf(w, ", errors %s", fmtCounts(s.Errors))
+	}
+	fmt.Fprintln(w)
+	writePct(w, "  latency", s.Latency)
+}
+
+func writePct(w io.Writer, name string, p Percentiles) {
+	fmt.Fprintf(w, "  %s ms: p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  (n=%d)\n", name, p.P50, p.P90, p.P99, p.P999, p.Max, p.Count)
+}
+
+func fmtCounts(m map[string]int64) string {
+	s := ""
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if s != "" {
+			s += " "
+		}
+		s += fmt.Sprintf("%s=%d", k, m[k])
+	}
+	return s
+}
