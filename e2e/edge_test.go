@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -288,18 +289,25 @@ func TestBadInput(t *testing.T) {
 }
 
 // Live-topic fan-out to 1,000 subscribers while one stops reading: the
-// others get every value promptly and the slow one ends with the newest.
+// others get every value promptly, and the slow one is neither disconnected
+// nor fed a backlog: it ends with the newest value of each topic, and the
+// stale ones in between are dropped (counted in parley_queue_drops_total).
 func TestTopicFanoutSlowSubscriber(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1,000 sockets")
 	}
-	s := startServer(t, func(c *node.Config) { c.Gateway.ConnectRate, c.Gateway.ConnectBurst = 10000, 10000 })
-	ctx := ctxT(t, 90*time.Second)
+	s := startServer(t, func(c *node.Config) {
+		c.Gateway.ConnectRate, c.Gateway.ConnectBurst = 10000, 10000
+		// A slow but live client: its socket writes may block for long.
+		c.Gateway.WriteTimeout = 2 * time.Minute
+	})
+	ctx := ctxT(t, 3*time.Minute)
 	const subs = 1000
-	const topic = "driver.42.location"
+	const shared, private = "driver.42.location", "driver.43.location"
 	sub := func(c *auth.Claims) { c.Topics.Sub = []string{"driver.*.location"} }
+	type latest struct{ shared, private int }
 	var mu sync.Mutex
-	last := make([]int, subs)
+	last := make([]latest, subs)
 	conns := make([]*client.Conn, subs)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 50)
@@ -317,14 +325,19 @@ func TestTopicFanoutSlowSubscriber(t *testing.T) {
 						return
 					}
 					var v struct{ N int }
-					if err := json.Unmarshal(te.Data, &v); err == nil {
-						mu.Lock()
-						last[i] = v.N
-						mu.Unlock()
+					if err := json.Unmarshal(te.Data, &v); err != nil {
+						return
 					}
+					mu.Lock()
+					if te.Topic == shared {
+						last[i].shared = v.N
+					} else {
+						last[i].private = v.N
+					}
+					mu.Unlock()
 				}
 			})
-			if err := conns[i].Subscribe(ctx, topic); err != nil {
+			if err := conns[i].Subscribe(ctx, shared); err != nil {
 				t.Error(err)
 			}
 		}(i)
@@ -334,40 +347,56 @@ func TestTopicFanoutSlowSubscriber(t *testing.T) {
 		return
 	}
 	slow := conns[0]
+	if err := slow.Subscribe(ctx, private); err != nil {
+		t.Fatal(err)
+	}
 	slow.PauseReading()
-	pad := strings.Repeat("x", 6000)
 	svc := s.serviceToken()
-	const events = 400
-	for n := 1; n <= events; n++ {
+	publish := func(topic string, n int, pad string) {
 		body := fmt.Sprintf(`{"data":{"N":%d,"pad":%q}}`, n, pad)
 		if st := s.api("POST", "/v1/topics/"+topic, svc, []byte(body), nil); st != http.StatusAccepted {
 			t.Fatalf("publish: %d", st)
 		}
 	}
-	waitUntil(t, 30*time.Second, "all fast subscribers at the newest value", func() bool {
+	// The private topic alone carries far more than the socket buffers
+	// hold, so the slow subscriber's writer blocks and values coalesce.
+	bigPad := strings.Repeat("y", 7000)
+	const privateEvents = 600
+	const sharedEvents = 50
+	for n := 1; n <= privateEvents; n++ {
+		publish(private, n, bigPad)
+		if n%(privateEvents/sharedEvents) == 0 {
+			publish(shared, n/(privateEvents/sharedEvents), "x")
+		}
+	}
+	waitUntil(t, time.Minute, "all fast subscribers at the newest value", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for i := 1; i < subs; i++ {
-			if last[i] != events {
+			if last[i].shared != sharedEvents {
 				return false
 			}
 		}
 		return true
 	})
 	slow.ResumeReading()
-	waitUntil(t, 30*time.Second, "the slow subscriber at the newest value", func() bool {
+	waitUntil(t, time.Minute, "the slow subscriber at the newest values", func() bool {
+		select {
+		case <-slow.Done():
+			t.Fatalf("slow subscriber was disconnected: %v", slow.Err())
+		default:
+		}
 		mu.Lock()
 		defer mu.Unlock()
-		return last[0] == events
+		return last[0] == latest{sharedEvents, privateEvents}
 	})
-	select {
-	case <-slow.Done():
-		t.Fatalf("slow subscriber was disconnected: %v", slow.Err())
-	default:
+	if drops := metric(t, s, "parley_queue_drops_total"); drops == 0 {
+		t.Fatal("no stale value was dropped: the slow subscriber got a backlog")
 	}
+
 	// A late subscriber gets the last value at once.
-	lc := dialURL(t, s.url(), s.token("late2", "p", sub))
-	if err := lc.Subscribe(ctx, topic); err != nil {
+	lc := dialURL(t, s.url(), s.token("late", "p", sub))
+	if err := lc.Subscribe(ctx, shared); err != nil {
 		t.Fatal(err)
 	}
 	ev, err := lc.WaitFor(ctx, client.OfType(protocol.TypeEvent))
@@ -376,9 +405,30 @@ func TestTopicFanoutSlowSubscriber(t *testing.T) {
 	}
 	te, _ := ev.TopicEvent()
 	var v struct{ N int }
-	if err := json.Unmarshal(te.Data, &v); err != nil || v.N != events {
+	if err := json.Unmarshal(te.Data, &v); err != nil || v.N != sharedEvents {
 		t.Fatalf("late subscriber got %d (%v)", v.N, err)
 	}
+}
+
+// metric reads one counter or gauge from the admin listener.
+func metric(t *testing.T, s *testServer, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(s.admin() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			var v float64
+			if _, err := fmt.Sscan(rest, &v); err == nil {
+				return v
+			}
+		}
+	}
+	t.Fatalf("metric %s not found", name)
+	return 0
 }
 
 func TestPresence(t *testing.T) {
@@ -453,8 +503,8 @@ func TestHTTPAPI(t *testing.T) {
 	if st := s.api("DELETE", "/v1/conversations/"+conv.ID+"/members/carol", svc, nil, nil); st != http.StatusNoContent {
 		t.Fatalf("remove: %d", st)
 	}
-	var list struct{ Conversations []protocol.Conversation }
-	if st := s.api("GET", "/v1/conversations?as=alice", svc, nil, &list); st != 200 || len(list.Conversations) != 1 || list.Conversations[0].Unread != 2 {
+	var list struct{ Convs []protocol.Conversation }
+	if st := s.api("GET", "/v1/conversations?as=alice", svc, nil, &list); st != 200 || len(list.Convs) != 1 || list.Convs[0].Unread != 2 {
 		t.Fatalf("list: %d %+v", st, list)
 	}
 	// A user token acts only as itself.

@@ -172,12 +172,10 @@ func httpStatus(code string) int {
 		return http.StatusForbidden
 	case protocol.CodeNotFound:
 		return http.StatusNotFound
-	case protocol.CodeConflict:
+	case protocol.CodeConflict, protocol.CodeLimit:
 		return http.StatusConflict
 	case protocol.CodeTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case protocol.CodeLimit:
-		return http.StatusUnprocessableEntity
 	case protocol.CodeRateLimited:
 		return http.StatusTooManyRequests
 	case protocol.CodeUnavailable, protocol.CodeDraining:
@@ -231,7 +229,7 @@ func (s *Server) apiList(q *apiRequest) (int, any, error) {
 	if cs == nil {
 		cs = []protocol.Conversation{}
 	}
-	return http.StatusOK, map[string]any{"conversations": cs}, err
+	return http.StatusOK, map[string]any{"convs": cs}, err
 }
 
 func (s *Server) apiGet(q *apiRequest) (int, any, error) {
@@ -393,7 +391,7 @@ func (s *Server) apiPublish(q *apiRequest) (int, any, error) {
 	if q.claims.Service {
 		a = hub.Actor{Service: true}
 	}
-	return http.StatusAccepted, map[string]any{"ok": true}, s.hub.Publish(a, topic, b)
+	return http.StatusAccepted, nil, s.hub.Publish(a, topic, b)
 }
 
 func (s *Server) apiPresence(q *apiRequest) (int, any, error) {

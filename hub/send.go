@@ -209,13 +209,23 @@ func (h *Hub) History(ctx context.Context, a Actor, conv string, p storage.Page)
 	if err != nil {
 		return nil, false, h.storageErr("messages", err)
 	}
+	ms = durableOnly(ms, st.lastSeq.Load())
+	full := len(ms)
+	if p.After > 0 {
+		ms = withinBytes(ms, maxReplyBytes)
+	} else {
+		// Newest-before pages keep the newest messages.
+		for len(ms) > 1 && size(ms) > maxReplyBytes {
+			ms = ms[1:]
+		}
+	}
 	out := make([]protocol.Message, len(ms))
 	for i := range ms {
 		out[i] = toProto(&ms[i])
 	}
 	var more bool
 	if p.After > 0 {
-		more = len(ms) > 0 && ms[len(ms)-1].Seq < st.lastSeq.Load()
+		more = len(ms) > 0 && (len(ms) < full || ms[len(ms)-1].Seq < st.lastSeq.Load())
 	} else {
 		more = len(ms) > 0 && ms[0].Seq > 1
 	}
@@ -230,7 +240,36 @@ const (
 	maxResumeConvs     = 200
 	maxListedConvs     = 1000
 	maxSyncedConvsList = 1000
+	// maxReplyBytes bounds the message bytes of one history or synced
+	// frame, well under a connection's outbound queue and a client's read
+	// limit; the rest follows with more=true.
+	maxReplyBytes = 1 << 20
 )
+
+// size estimates the encoded size of messages.
+func size(ms []storage.Message) int {
+	n := 0
+	for i := range ms {
+		n += msgSize(&ms[i])
+	}
+	return n
+}
+
+func msgSize(m *storage.Message) int {
+	return 96 + len(m.Conv) + len(m.Sender) + len(m.Device) + len(m.CMID) + len(m.Body) + len(m.Meta)
+}
+
+// withinBytes keeps the oldest messages that fit in max bytes (at least one).
+func withinBytes(ms []storage.Message, max int) []storage.Message {
+	n := 0
+	for i := range ms {
+		n += msgSize(&ms[i])
+		if n > max && i > 0 {
+			return ms[:i]
+		}
+	}
+	return ms
+}
 
 // Sync answers a device's resume: for every conversation of the user that
 // moved past the device's position, the state and (for conversations the
@@ -247,7 +286,7 @@ func (h *Hub) Sync(ctx context.Context, a Actor, since map[string]uint64, limit 
 		return protocol.Synced{}, h.storageErr("user_conversations", err)
 	}
 	out := protocol.Synced{Type: protocol.TypeSynced, Convs: []protocol.SyncedConv{}}
-	budget := maxSyncMessages
+	budget, bytesLeft := maxSyncMessages, maxReplyBytes
 	for _, id := range ids {
 		st, err := h.state(ctx, id)
 		if err != nil {
@@ -258,7 +297,7 @@ func (h *Hub) Sync(ctx context.Context, a Actor, since map[string]uint64, limit 
 		if listed && last <= after {
 			continue
 		}
-		if len(out.Convs) >= maxSyncedConvsList || (listed && budget <= 0) {
+		if len(out.Convs) >= maxSyncedConvsList || (listed && (budget <= 0 || bytesLeft <= 0)) {
 			out.More = true
 			break
 		}
@@ -273,7 +312,9 @@ func (h *Hub) Sync(ctx context.Context, a Actor, since map[string]uint64, limit 
 			if err != nil {
 				return protocol.Synced{}, h.storageErr("messages", err)
 			}
+			ms = withinBytes(durableOnly(ms, last), bytesLeft)
 			budget -= len(ms)
+			bytesLeft -= size(ms)
 			for i := range ms {
 				sc.Messages = append(sc.Messages, toProto(&ms[i]))
 			}
@@ -376,4 +417,15 @@ func (h *Hub) Typing(ctx context.Context, a Actor, conv, state string) error {
 		frame:       frame,
 	})
 	return nil
+}
+
+// durableOnly drops messages past the conversation's acked position: the
+// embedded store makes a batch readable a moment before its sync returns,
+// and a message must not be shown before it is durable (a crash in that
+// window would reuse its seq).
+func durableOnly(ms []storage.Message, last uint64) []storage.Message {
+	for len(ms) > 0 && ms[len(ms)-1].Seq > last {
+		ms = ms[:len(ms)-1]
+	}
+	return ms
 }

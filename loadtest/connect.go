@@ -9,6 +9,7 @@ import (
 // runConnect runs the connect-rate steps.
 func runConnect(ctx context.Context, cfg *Config, r *Report) error {
 	d := newDialer(cfg)
+	r.Conns = 0 // counted per step
 	for si, rate := range cfg.Steps {
 		n := int(rate * cfg.StepDuration.Seconds())
 		if n < 1 {
@@ -22,6 +23,7 @@ func runConnect(ctx context.Context, cfg *Config, r *Report) error {
 		res := d.openAll(ctx, n, rate, tokens, nil, false)
 		s := connectStats(rate, n, res)
 		r.Steps = append(r.Steps, s)
+		r.Conns += n
 		logf(cfg, "connect: step %.0f/s achieved %.0f/s, %d ok", rate, s.AchievedRate, s.OK)
 		if s.Met {
 			r.LastMet = rate

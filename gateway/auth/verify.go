@@ -14,9 +14,10 @@ import (
 
 // Verify's errors. Every error Verify returns matches exactly one of them
 // with errors.Is; the text after the sentinel is detail for logs and must not
-// be shown to clients. Suggested mapping: ErrMissing → HTTP 401 / close 4001,
-// ErrExpired → 401 / 4002 (client refreshes its token and reconnects),
-// ErrInvalid → 401 / 4003 (do not retry with the same token).
+// be shown to clients. The gateway maps them to the close codes of package
+// protocol: ErrMissing and ErrInvalid → HTTP 401 / close 4500 (do not retry
+// with the same token), ErrExpired → 401 / close 4003 (get a fresh token and
+// reconnect).
 var (
 	ErrMissing = errors.New("auth: no token")
 	ErrExpired = errors.New("auth: token expired")

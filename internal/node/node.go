@@ -99,11 +99,12 @@ func Start(cfg Config) (n *Node, err error) {
 		cfg.Logger = slog.Default()
 	}
 	log := cfg.Logger.With("node", cfg.Node)
-	n = &Node{cfg: cfg, log: log, errc: make(chan error, 2)}
-	// On failure, undo what was started.
+	started := &Node{cfg: cfg, log: log, errc: make(chan error, 2)}
+	n = started
+	// On failure, undo what was started (n itself is nil by then).
 	defer func() {
 		if err != nil {
-			n.close()
+			started.close()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {

@@ -283,3 +283,17 @@ func TestCloseStopsGoroutines(t *testing.T) {
 		time.Sleep(10 * time.Millisecond) // polling, not waiting for a fixed time
 	}
 }
+
+func TestPebbleFatalPanics(t *testing.T) {
+	var buf bytes.Buffer
+	l := pebbleLogger{slog.New(slog.NewTextHandler(&buf, nil))}
+	defer func() {
+		if recover() == nil {
+			t.Fatal("Fatalf returned")
+		}
+		if !strings.Contains(buf.String(), "level=ERROR") || !strings.Contains(buf.String(), "broken 7") {
+			t.Fatalf("Fatalf did not log at Error: %q", buf.String())
+		}
+	}()
+	l.Fatalf("broken %d", 7)
+}

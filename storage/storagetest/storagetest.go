@@ -21,10 +21,12 @@ import (
 	"github.com/parley-im/parley/storage"
 )
 
-// Run runs the suite. open must return a usable store for one test; it is
-// called once per subtest, possibly from parallel subtests. The suite closes
-// every store it opens (a second Close by the backend's own cleanup returns
-// storage.ErrClosed, which is fine).
+// Run runs the suite. open is called once per subtest, from parallel
+// subtests, and must return a Store handle that belongs to that subtest
+// alone: the suite closes it, and some subtests close it early on purpose.
+// Handles may share the underlying database (one Scylla keyspace, say); the
+// suite never reads rows another subtest wrote. A second Close by the
+// backend's own cleanup returns storage.ErrClosed, which is fine.
 func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 	tests := []struct {
 		name string
