@@ -251,6 +251,17 @@ func TestBadInput(t *testing.T) {
 	if limited == nil || limited.RetryAfter <= 0 {
 		t.Fatalf("no rate_limited error with retry_after_ms: %+v", limited)
 	}
+	// 120 frames over the limit in a row: the client ignores rate_limited,
+	// so the server closes it (after the queued errors) with its code.
+	select {
+	case <-c.Done():
+	case <-ctx.Done():
+		t.Fatal("persistent flooder not closed")
+	}
+	var fe *client.CloseError
+	if !errors.As(c.Err(), &fe) || fe.Code != protocol.CloseRateLimited {
+		t.Fatalf("flooder close = %v", c.Err())
+	}
 
 	// An oversize websocket message closes that connection with 1009.
 	big := s.dial("mallory", "p2")

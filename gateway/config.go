@@ -70,7 +70,8 @@ type Config struct {
 	// MaxHTTPBody bounds HTTP API request bodies. Default 64 KiB.
 	MaxHTTPBody int64
 	// ReadBuffer and WriteBuffer size the per-connection bufio buffers
-	// kept for the connection's life. Defaults 512 and 1024 bytes.
+	// kept for the connection's life. Defaults 256 and 512 bytes: larger
+	// reads bypass the buffer, and a larger write costs one more syscall.
 	ReadBuffer  int
 	WriteBuffer int
 	// DevTokens enables POST /v1/dev/token and the demo page. Set it only
@@ -133,8 +134,8 @@ func (c *Config) setDefaults() error {
 	if c.MaxHTTPBody <= 0 {
 		c.MaxHTTPBody = 64 << 10
 	}
-	defInt(&c.ReadBuffer, 512)
-	defInt(&c.WriteBuffer, 1024)
+	defInt(&c.ReadBuffer, 256)
+	defInt(&c.WriteBuffer, 512)
 	if c.IdleTimeout <= c.Heartbeat {
 		return errors.New("gateway: IdleTimeout must exceed Heartbeat")
 	}

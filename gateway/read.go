@@ -88,11 +88,14 @@ func (sess *session) logReadEnd(err error) {
 // in a row.
 func (sess *session) bad(id string, err *protocol.Error) {
 	sess.srv.log.Info("bad frame", "user", sess.user, "device", sess.dev, "code", err.Code, "err", err.Message)
-	sess.replyErr(id, err)
 	sess.badFrames++
 	if sess.badFrames >= maxBadFrames {
-		sess.srv.closeSession(sess, protocol.CloseProtocolError, "too many malformed frames")
+		// The error frames already queued go out before the close.
+		sess.srv.m.errors.WithLabelValues(err.Code).Inc()
+		sess.closeAfterFlush(protocol.AppendError(nil, id, err), protocol.CloseProtocolError, "too many malformed frames")
+		return
 	}
+	sess.replyErr(id, err)
 }
 
 // admit applies the connection's and the user's rate limits.
@@ -109,10 +112,12 @@ func (sess *session) admit(f *protocol.Frame, now time.Time) bool {
 	sess.limited++
 	s.m.rateLimited.Inc()
 	e := &protocol.Error{Code: protocol.CodeRateLimited, Message: "slow down", RetryAfter: wait.Milliseconds() + 1}
-	sess.replyErr(f.ID, e)
 	if sess.limited >= maxLimited {
-		s.closeSession(sess, protocol.CloseRateLimited, "rate limit exceeded persistently")
+		s.m.errors.WithLabelValues(e.Code).Inc()
+		sess.closeAfterFlush(protocol.AppendError(nil, f.ID, e), protocol.CloseRateLimited, "rate limit exceeded persistently")
+		return false
 	}
+	sess.replyErr(f.ID, e)
 	return false
 }
 
@@ -240,10 +245,10 @@ func (sess *session) checkTopic(topic string, publish bool) error {
 	if err := validTopic(topic); err != nil {
 		return err
 	}
-	c := sess.claims.Load()
-	allowed := c.CanSubscribe(topic)
+	c := sess.topics.Load()
+	allowed := c != nil && c.CanSubscribe(topic)
 	if publish {
-		allowed = c.CanPublish(topic)
+		allowed = c != nil && c.CanPublish(topic)
 	}
 	if !allowed {
 		return protocol.Errorf(protocol.CodeForbidden, "token does not allow this topic")
@@ -266,12 +271,8 @@ func (sess *session) refresh(f *protocol.Frame) error {
 	if c.User() != sess.user || dev != sess.dev || c.Service {
 		return protocol.Errorf(protocol.CodeUnauthorized, "token is for another user or device")
 	}
-	sess.claims.Store(c)
-	var exp int64
-	if c.ExpiresAt != nil {
-		exp = c.ExpiresAt.Unix()
-	}
-	sess.reply(protocol.Marshal(protocol.Result{Type: protocol.TypeResult, ID: f.ID, TokenExp: exp}))
+	sess.setClaims(c)
+	sess.reply(protocol.Marshal(protocol.Result{Type: protocol.TypeResult, ID: f.ID, TokenExp: sess.exp.Load()}))
 	return nil
 }
 

@@ -166,7 +166,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if sess.dev == "" {
 		sess.dev = "default"
 	}
-	sess.claims.Store(claims)
+	sess.setClaims(claims)
 	now := s.cfg.Now().UnixNano()
 	sess.lastRead.Store(now)
 	sess.lastPing.Store(now)
@@ -182,9 +182,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		ServerTime:  s.cfg.Now().UnixMilli(),
 		MaxMessage:  protocol.MaxMessage,
 	}
-	if claims.ExpiresAt != nil {
-		hello.TokenExp = claims.ExpiresAt.Unix()
-	}
+	hello.TokenExp = sess.exp.Load()
 	if r.URL.Query().Get("resume") == "1" {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		res, err := s.hub.ResumeState(ctx, user)
@@ -254,7 +252,7 @@ func (s *Server) sweep() {
 			switch {
 			case ns-sess.lastRead.Load() > idle:
 				s.closeSession(sess, protocol.CloseIdleTimeout, "idle timeout")
-			case tokenExpired(sess.claims.Load(), now):
+			case tokenExpired(sess.exp.Load(), now):
 				s.closeSession(sess, protocol.CloseTokenExpired, "token expired")
 			case ns-sess.lastPing.Load() >= hb:
 				sess.lastPing.Store(ns)
@@ -266,8 +264,10 @@ func (s *Server) sweep() {
 	}
 }
 
-func tokenExpired(c *auth.Claims, now time.Time) bool {
-	return c != nil && c.ExpiresAt != nil && now.After(c.ExpiresAt.Time)
+// tokenExpired reports whether a token expiring at exp (unix s; 0: never)
+// has expired. A token is valid through the second of its exp.
+func tokenExpired(exp int64, now time.Time) bool {
+	return exp != 0 && now.Unix() > exp
 }
 
 // Drain stops accepting connections and moves the existing ones away: each

@@ -23,7 +23,11 @@ type session struct {
 	dev  string // static
 	ip   string // static; for the per-IP connection count
 
-	claims   atomic.Pointer[auth.Claims] // replaced by refresh
+	// topics holds the token's claims only when it grants live-topic
+	// rights (nil otherwise: a chat-only session keeps no claims), and exp
+	// its expiry in unix seconds (0: none). Both are replaced by refresh.
+	topics   atomic.Pointer[auth.Claims]
+	exp      atomic.Int64
 	lastRead atomic.Int64                // unix ns of the last frame read
 	lastPing atomic.Int64                // unix ns of the last server ping
 
@@ -220,6 +224,7 @@ func (s *session) closeAfterFlush(frame []byte, code int, reason string) {
 	s.queue = append(s.queue, frame)
 	s.queueBytes += len(frame)
 	s.closeCode, s.closeReason = code, reason
+	s.closing = true // nothing more is queued; the writer drains what is
 	start := s.startWriterLocked()
 	s.mu.Unlock()
 	if start {
@@ -233,4 +238,18 @@ func (s *session) reply(frame []byte) { s.Deliver(frame) }
 func (s *session) replyErr(id string, err *protocol.Error) {
 	s.srv.m.errors.WithLabelValues(err.Code).Inc()
 	s.Deliver(protocol.AppendError(nil, id, err))
+}
+
+// setClaims keeps what the session needs of a verified token.
+func (s *session) setClaims(c *auth.Claims) {
+	if len(c.Topics.Pub) > 0 || len(c.Topics.Sub) > 0 {
+		s.topics.Store(c)
+	} else {
+		s.topics.Store(nil)
+	}
+	var exp int64
+	if c.ExpiresAt != nil {
+		exp = c.ExpiresAt.Unix()
+	}
+	s.exp.Store(exp)
 }

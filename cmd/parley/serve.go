@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -35,6 +36,7 @@ type serveFlags struct {
 	drainInterval, drainJitter         time.Duration
 	presenceCoalesce                   time.Duration
 	logLevel                           string
+	gcPercent                          int
 	dev                                string
 }
 
@@ -69,6 +71,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.DurationVar(&f.drainJitter, "drain-jitter", 5*time.Second, "spread of reconnect delays given to drained clients")
 	fs.DurationVar(&f.presenceCoalesce, "presence-coalesce", time.Second, "presence change coalescing window")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.IntVar(&f.gcPercent, "gc-percent", 50, "Go GC target (as GOGC): a gateway's heap is mostly long-lived connection state, so a lower target saves memory per connection for a little CPU; -1 keeps GOGC")
 	fs.StringVar(&f.dev, "dev", "auto", "dev mode (dev key, dev tokens, demo page): auto (when no production keys), true or false")
 	if err := parseWithEnv(fs, args); err != nil {
 		return 2
@@ -77,6 +80,9 @@ func serve(args []string, stderr io.Writer) int {
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		fmt.Fprintf(stderr, "parley serve: bad --log-level: %v\n", err)
 		return 2
+	}
+	if f.gcPercent >= 0 {
+		debug.SetGCPercent(f.gcPercent)
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)

@@ -17,7 +17,7 @@ import (
 func benchOpen(b *testing.B) (*Store, *syncCounter) {
 	b.Helper()
 	fs := &syncCounter{FS: vfs.Default}
-	s, err := open(b.TempDir(), Options{Logger: testLogger(b, slog.LevelWarn)}, fs)
+	s, err := open(b.TempDir(), Options{Logger: testLogger(b, slog.LevelWarn)}, testHooks{fs: fs})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 func TestEveryWriteSyncs(t *testing.T) {
 	ctx := t.Context()
 	fs := &syncCounter{FS: vfs.Default}
-	s, err := open(t.TempDir(), Options{Logger: testLogger(t, slog.LevelWarn)}, fs)
+	s, err := open(t.TempDir(), Options{Logger: testLogger(t, slog.LevelWarn)}, testHooks{fs: fs})
 	if err != nil {
 		t.Fatal(err)
 	}

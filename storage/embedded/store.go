@@ -24,6 +24,7 @@ import (
 	"hash/maphash"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
@@ -67,7 +68,9 @@ type Options struct {
 
 // Store is the embedded storage.Store. Every method is safe for concurrent use.
 type Store struct {
-	db *pebble.DB // static after Open; closed under closeMu.Lock
+	db     *pebble.DB   // static after Open; closed under closeMu.Lock
+	log    *slog.Logger // static after Open
+	events *eventCounts // static after Open; counters updated by pebble's events
 
 	// closeMu makes Close wait for in-flight calls: every method holds a
 	// read lock while it uses db (pebble panics when used after Close), and
@@ -90,11 +93,19 @@ type Store struct {
 var _ storage.Store = (*Store)(nil)
 
 // Open opens or creates the store in dir.
-func Open(dir string, opts Options) (*Store, error) { return open(dir, opts, nil) }
+func Open(dir string, opts Options) (*Store, error) { return open(dir, opts, testHooks{}) }
 
-// open is Open with a file system to use instead of the OS's (tests count
-// WAL syncs through it); nil means the OS's.
-func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
+// testHooks lets tests reach below Open. The zero value is what Open uses.
+type testHooks struct {
+	// fs replaces the OS's file system (tests count WAL syncs through it).
+	fs vfs.FS
+	// tune edits the pebble options after Open has set them (the soak test
+	// compares settings with it).
+	tune func(*pebble.Options)
+}
+
+// open is Open with test hooks.
+func open(dir string, opts Options, hooks testHooks) (*Store, error) {
 	if opts.CacheSize < 0 {
 		return nil, fmt.Errorf("embedded: negative CacheSize %d", opts.CacheSize)
 	}
@@ -112,6 +123,7 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 	}
 	log := opts.Logger.With("component", "storage", "dir", dir)
 
+	events := new(eventCounts)
 	cache := pebble.NewCache(opts.CacheSize + memTables*int64(opts.MemTableSize))
 	defer cache.Unref() // the DB holds its own reference
 	po := &pebble.Options{
@@ -119,20 +131,23 @@ func open(dir string, opts Options, fs vfs.FS) (*Store, error) {
 		MemTableSize:       opts.MemTableSize,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{log},
-		EventListener:      eventListener(log),
+		EventListener:      eventListener(log, events),
 		// Whole-key bloom filters: conversation, member and client-id
 		// lookups are point reads, and most client-id lookups miss.
 		Levels: []pebble.LevelOptions{{FilterPolicy: bloom.FilterPolicy(10)}},
 	}
-	if fs != nil {
-		po.FS = fs
+	if hooks.fs != nil {
+		po.FS = hooks.fs
 		po.WithFSDefaults() // disk-health checks, as pebble adds for the OS's
+	}
+	if hooks.tune != nil {
+		hooks.tune(po)
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("embedded: open %s: %w", dir, err)
 	}
-	s := &Store{db: db, seed: maphash.MakeSeed()}
+	s := &Store{db: db, seed: maphash.MakeSeed(), log: log, events: events}
 	if err := s.checkSchema(); err != nil {
 		return nil, errors.Join(err, db.Close())
 	}
@@ -218,10 +233,21 @@ func (s *Store) get(key []byte) ([]byte, error) {
 	return out, closer.Close()
 }
 
+// slowCommit is the commit duration from which commit logs pebble's
+// breakdown of where the time went (at Debug).
+const slowCommit = 20 * time.Millisecond
+
 // commit applies b durably (synced WAL). The caller still closes b.
 func (s *Store) commit(b *pebble.Batch) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("embedded: commit: %w", err)
+	}
+	if st := b.CommitStats(); st.TotalDuration >= slowCommit {
+		s.events.slowCommits.Add(1)
+		s.log.Debug("slow commit", "duration", st.TotalDuration,
+			"wal_sync", st.CommitWaitDuration, "wal_rotation", st.WALRotationDuration,
+			"memtable_stall", st.MemTableWriteStallDuration, "l0_stall", st.L0ReadAmpWriteStallDuration,
+			"semaphore", st.SemaphoreWaitDuration)
 	}
 	return nil
 }
