@@ -28,8 +28,8 @@ type session struct {
 	// its expiry in unix seconds (0: none). Both are replaced by refresh.
 	topics   atomic.Pointer[auth.Claims]
 	exp      atomic.Int64
-	lastRead atomic.Int64                // unix ns of the last frame read
-	lastPing atomic.Int64                // unix ns of the last server ping
+	lastRead atomic.Int64 // unix ns of the last frame read
+	lastPing atomic.Int64 // unix ns of the last server ping
 
 	mu sync.Mutex
 	// queue holds durable frames not yet written; queueBytes their size.
