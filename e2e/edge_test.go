@@ -446,6 +446,14 @@ func TestPresence(t *testing.T) {
 	s := startServer(t)
 	ctx := ctxT(t, 20*time.Second)
 	bob := s.dial("bob", "p")
+	var perr *protocol.Error
+	if _, err := bob.Watch(ctx, []string{"alice"}); !errors.As(err, &perr) || perr.Code != protocol.CodeForbidden {
+		t.Fatalf("watching a stranger: %v", err)
+	}
+	// Sharing a conversation makes alice a contact.
+	if st := s.api("POST", "/v1/messages", s.serviceToken(), map[string]any{"to": "bob", "as": "alice", "cmid": "hi", "body": "hi"}, nil); st != http.StatusCreated {
+		t.Fatalf("send: %d", st)
+	}
 	res, err := bob.Watch(ctx, []string{"alice"})
 	if err != nil || len(res.Presence) != 1 || res.Presence[0].Online {
 		t.Fatalf("watch = %+v %v", res, err)

@@ -166,7 +166,7 @@ func (sess *session) handle(f *protocol.Frame) {
 		sess.ok(f, err)
 	case protocol.TypeWatch:
 		var ps []protocol.Presence
-		ps, err = h.Watch(sess, f.Users)
+		ps, err = h.Watch(ctx, sess, f.Users)
 		if err == nil {
 			sess.reply(protocol.Marshal(protocol.Result{Type: protocol.TypeResult, ID: f.ID, Presence: ps}))
 		}

@@ -60,7 +60,7 @@ type countingSession struct {
 	user, dev   string
 	durable     atomic.Int64
 	ephemeral   atomic.Int64
-	lastFrame   atomic.Pointer[[]byte]
+	lastLen     atomic.Int64
 	presenceCnt atomic.Int64
 }
 
@@ -71,7 +71,7 @@ func (s *countingSession) Deliver(f []byte) {
 	if bytes.Contains(f, []byte(`"type":"message"`)) {
 		s.durable.Add(1)
 	}
-	s.lastFrame.Store(&f)
+	s.lastLen.Store(int64(len(f)))
 }
 func (s *countingSession) Offer(key string, f []byte)         { s.ephemeral.Add(1) }
 func (s *countingSession) PresenceChanged(st presence.Status) { s.presenceCnt.Add(1) }
@@ -210,5 +210,38 @@ func BenchmarkDeliverLocal1000(b *testing.B) {
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/1000, "ns/recipient")
 	if sessions[0].durable.Load() == 0 {
 		b.Fatal("nothing delivered")
+	}
+}
+
+// The node-local fan-out hands the same frame to every recipient without
+// allocating per recipient.
+func TestDeliverLocalAllocs(t *testing.T) {
+	h := startHub(t)
+	ctx := context.Background()
+	members := make([]string, 99)
+	for i := range members {
+		members[i] = fmt.Sprintf("m%02d", i)
+	}
+	g, err := h.Create(ctx, Actor{User: "owner"}, "g", members)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sessions []*countingSession
+	for i, u := range append(members, "owner") {
+		s := &countingSession{id: uint64(i + 1), user: u, dev: "d"}
+		sessions = append(sessions, s)
+		h.Register(s)
+	}
+	if _, err := h.state(ctx, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	d := &delivery{conv: g.ID, frame: []byte(`{"type":"message","conv":"g","seq":1,"body":"hi","ts":1}`)}
+	if n := testing.AllocsPerRun(50, func() { h.deliverLocal(d) }); n != 0 {
+		t.Fatalf("deliverLocal allocates %v times per message", n)
+	}
+	for _, s := range sessions {
+		if s.durable.Load() == 0 {
+			t.Fatalf("%s got nothing", s.user)
+		}
 	}
 }

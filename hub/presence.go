@@ -1,15 +1,21 @@
 package hub
 
 import (
+	"context"
+
 	"github.com/parley-im/parley/presence"
 	"github.com/parley-im/parley/protocol"
 )
 
 // Watch makes s receive presence changes of users and returns their
-// current state.
-func (h *Hub) Watch(s Session, users []string) ([]protocol.Presence, error) {
+// current state. A user may watch only users who share a conversation with
+// them: presence is not public.
+func (h *Hub) Watch(ctx context.Context, s Session, users []string) ([]protocol.Presence, error) {
 	users, err := h.validUsers(users)
 	if err != nil {
+		return nil, err
+	}
+	if err := h.contacts(ctx, s.User(), users); err != nil {
 		return nil, err
 	}
 	if _, err := h.watchers.Watch(s, users); err != nil {
@@ -47,4 +53,31 @@ func PresenceFrame(st presence.Status) protocol.Presence {
 		p.LastSeen = st.LastSeen.UnixMilli()
 	}
 	return p
+}
+
+// contacts checks that every one of users shares a conversation with user.
+func (h *Hub) contacts(ctx context.Context, user string, users []string) error {
+	ids, err := h.store.UserConversations(ctx, user)
+	if err != nil {
+		return h.storageErr("user_conversations", err)
+	}
+	sets := make([]*memberSet, 0, len(ids))
+	for _, id := range ids {
+		if st, err := h.state(ctx, id); err == nil {
+			sets = append(sets, st.members.Load())
+		}
+	}
+outer:
+	for _, u := range users {
+		if u == user {
+			continue
+		}
+		for _, ms := range sets {
+			if _, ok := ms.role(u); ok {
+				continue outer
+			}
+		}
+		return protocol.Errorf(protocol.CodeForbidden, "%s shares no conversation with you", u)
+	}
+	return nil
 }
