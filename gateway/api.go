@@ -69,6 +69,21 @@ func (q *apiRequest) decode(v any) error {
 	return nil
 }
 
+// actorBody is the "as" field any request body may carry.
+type actorBody struct {
+	As string `json:"as"`
+}
+
+func (b *actorBody) as() string { return b.As }
+
+// decodeActor decodes the JSON body into v and resolves who acts.
+func (q *apiRequest) decodeActor(v interface{ as() string }) (hub.Actor, error) {
+	if err := q.decode(v); err != nil {
+		return hub.Actor{}, err
+	}
+	return q.actor(v.as())
+}
+
 type apiHandler func(q *apiRequest) (status int, body any, err error)
 
 // api wraps a handler with authentication, rate limits, the body limit,
@@ -204,12 +219,9 @@ func (s *Server) apiCreate(q *apiRequest) (int, any, error) {
 	var in struct {
 		Title   string   `json:"title"`
 		Members []string `json:"members"`
-		As      string   `json:"as"`
+		actorBody
 	}
-	if err := q.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	a, err := q.actor(in.As)
+	a, err := q.decodeActor(&in)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -244,12 +256,9 @@ func (s *Server) apiGet(q *apiRequest) (int, any, error) {
 func (s *Server) apiRename(q *apiRequest) (int, any, error) {
 	var in struct {
 		Title string `json:"title"`
-		As    string `json:"as"`
+		actorBody
 	}
-	if err := q.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	a, err := q.actor(in.As)
+	a, err := q.decodeActor(&in)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -268,12 +277,9 @@ func (s *Server) apiAdd(q *apiRequest) (int, any, error) {
 	var in struct {
 		Users []string `json:"users"`
 		Role  string   `json:"role"`
-		As    string   `json:"as"`
+		actorBody
 	}
-	if err := q.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	a, err := q.actor(in.As)
+	a, err := q.decodeActor(&in)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -335,13 +341,10 @@ func (s *Server) apiSend(q *apiRequest) (int, any, error) {
 		CMID   string          `json:"cmid"`
 		Body   string          `json:"body"`
 		Meta   json.RawMessage `json:"meta"`
-		As     string          `json:"as"`
 		System bool            `json:"system"`
+		actorBody
 	}
-	if err := q.decode(&in); err != nil {
-		return 0, nil, err
-	}
-	a, err := q.actor(in.As)
+	a, err := q.decodeActor(&in)
 	if err != nil {
 		return 0, nil, err
 	}

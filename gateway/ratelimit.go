@@ -62,8 +62,8 @@ func newKeyedLimits(rate, burst float64) *keyedLimits {
 
 func (l *keyedLimits) shard(k string) int { return int(maphash.String(l.seed, k) % limiterShards) }
 
-// take takes a token for key.
-func (l *keyedLimits) take(key string, now time.Time) (bool, time.Duration) {
+// with runs fn on key's state (created if missing) under its shard lock.
+func (l *keyedLimits) with(key string, fn func(*keyState)) {
 	sh := &l.shards[l.shard(key)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -72,24 +72,24 @@ func (l *keyedLimits) take(key string, now time.Time) (bool, time.Duration) {
 		st = &keyState{}
 		sh.m[key] = st
 	}
-	return st.b.take(now, l.rate, l.burst)
+	fn(st)
+}
+
+// take takes a token for key.
+func (l *keyedLimits) take(key string, now time.Time) (ok bool, wait time.Duration) {
+	l.with(key, func(st *keyState) { ok, wait = st.b.take(now, l.rate, l.burst) })
+	return ok, wait
 }
 
 // acquire counts a connection of key unless it has max already.
-func (l *keyedLimits) acquire(key string, max int) bool {
-	sh := &l.shards[l.shard(key)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	st := sh.m[key]
-	if st == nil {
-		st = &keyState{}
-		sh.m[key] = st
-	}
-	if st.conns >= max {
-		return false
-	}
-	st.conns++
-	return true
+func (l *keyedLimits) acquire(key string, max int) (ok bool) {
+	l.with(key, func(st *keyState) {
+		if st.conns < max {
+			st.conns++
+			ok = true
+		}
+	})
+	return ok
 }
 
 func (l *keyedLimits) release(key string) {
