@@ -21,6 +21,10 @@ type Config struct {
 	// Registry receives the gateway's metrics; nil: not registered.
 	Registry prometheus.Registerer
 
+	// TokenLeeway is the clock skew allowed past a token's exp before an
+	// open session is closed with CloseTokenExpired; use the verifier's
+	// leeway. Zero means none.
+	TokenLeeway time.Duration
 	// Node is reported in hello. Default: the hub's node.
 	Node string
 	// Heartbeat is the server ping interval (DESIGN: 25-60 s for battery).

@@ -156,7 +156,7 @@ func (sess *session) handle(f *protocol.Frame) {
 			if ms == nil {
 				ms = []protocol.Message{}
 			}
-			sess.reply(protocol.Marshal(protocol.Result{Type: protocol.TypeResult, ID: f.ID, Messages: ms, More: &more}))
+			sess.reply(protocol.Marshal(protocol.HistoryResult{Type: protocol.TypeResult, ID: f.ID, Messages: ms, More: more}))
 		}
 	case protocol.TypeReceipt:
 		err = h.Receipt(ctx, a, f.Conv, f.Kind, f.Seq)
@@ -176,9 +176,12 @@ func (sess *session) handle(f *protocol.Frame) {
 	case protocol.TypeSubscribe:
 		err = sess.checkTopic(f.Topic, false)
 		if err == nil {
-			// Answer first, so the result precedes the last value.
-			sess.ok(f, nil)
 			err = h.Subscribe(sess, f.Topic)
+		}
+		if err == nil {
+			// The result precedes the topic's last value.
+			sess.ok(f, nil)
+			h.OfferLast(sess, f.Topic)
 		}
 	case protocol.TypeUnsub:
 		h.Unsubscribe(sess, f.Topic)
@@ -216,7 +219,7 @@ func (sess *session) handle(f *protocol.Frame) {
 			if cs == nil {
 				cs = []protocol.Conversation{}
 			}
-			sess.reply(protocol.Marshal(protocol.Result{Type: protocol.TypeResult, ID: f.ID, Convs: cs}))
+			sess.reply(protocol.Marshal(protocol.ConvsResult{Type: protocol.TypeResult, ID: f.ID, Convs: cs}))
 		}
 	case protocol.TypePing:
 		sess.reply([]byte(`{"type":"pong"}`))
@@ -262,6 +265,9 @@ func (sess *session) refresh(f *protocol.Frame) error {
 	c, err := sess.srv.cfg.Verifier.Verify(f.Token)
 	if err != nil {
 		sess.srv.log.Info("refresh refused", "user", sess.user, "err", err)
+		if errors.Is(err, auth.ErrExpired) {
+			return protocol.Errorf(protocol.CodeTokenExpired, "token expired")
+		}
 		return protocol.Errorf(protocol.CodeUnauthorized, "token refused")
 	}
 	dev := c.Device

@@ -252,7 +252,7 @@ func (s *Server) sweep() {
 			switch {
 			case ns-sess.lastRead.Load() > idle:
 				s.closeSession(sess, protocol.CloseIdleTimeout, "idle timeout")
-			case tokenExpired(sess.exp.Load(), now):
+			case tokenExpired(sess.exp.Load(), now.Add(-s.cfg.TokenLeeway)):
 				s.closeSession(sess, protocol.CloseTokenExpired, "token expired")
 			case ns-sess.lastPing.Load() >= hb:
 				sess.lastPing.Store(ns)

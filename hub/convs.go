@@ -36,7 +36,7 @@ func (h *Hub) announce(conv, action string, users []string, by, title string) {
 // canManage reports whether a may rename the conversation and add or remove
 // members.
 func canManage(a Actor, ms *memberSet) bool {
-	if a.Service {
+	if a.system() {
 		return true
 	}
 	r, ok := ms.role(a.User)
@@ -161,7 +161,7 @@ func (h *Hub) lockGroup(ctx context.Context, a Actor, conv string) (*convState, 
 	switch {
 	case st.conv.Kind != storage.KindGroup:
 		err = errForbidden("1:1 conversations have fixed members")
-	case !isMember && !a.Service:
+	case !isMember && !a.system():
 		err = errNotMember(conv)
 	case !canManage(a, ms):
 		err = errForbidden("only owners and admins manage %s", conv)
@@ -173,8 +173,9 @@ func (h *Hub) lockGroup(ctx context.Context, a Actor, conv string) (*convState, 
 	return st, nil
 }
 
-// AddMembers adds users to a group with role (member when empty; only an
-// owner or a service may add admins).
+// AddMembers adds users to a group. role is the role of new members
+// (member when empty); with an explicit role, existing members change to it,
+// which only the owner or the system may do for admins.
 func (h *Hub) AddMembers(ctx context.Context, a Actor, conv string, users []string, role string) error {
 	users, err := h.validUsers(users)
 	if err != nil {
@@ -185,9 +186,7 @@ func (h *Hub) AddMembers(ctx context.Context, a Actor, conv string, users []stri
 	}
 	r := storage.Role(role)
 	switch r {
-	case "":
-		r = storage.RoleMember
-	case storage.RoleMember, storage.RoleAdmin:
+	case "", storage.RoleMember, storage.RoleAdmin:
 	default:
 		return errInvalid("role must be member or admin")
 	}
@@ -197,39 +196,66 @@ func (h *Hub) AddMembers(ctx context.Context, a Actor, conv string, users []stri
 	}
 	defer st.mu.Unlock()
 	ms := st.members.Load()
-	if r == storage.RoleAdmin && !a.Service {
-		if own, _ := ms.role(a.User); own != storage.RoleOwner {
-			return errForbidden("only the owner adds admins")
-		}
-	}
+	own, _ := ms.role(a.User)
+	ownerOrSystem := a.system() || own == storage.RoleOwner
 	changes := make(map[string]storage.Role)
-	var added []string
+	var added, changed []string
 	for _, u := range users {
-		if old, ok := ms.role(u); ok && (old == storage.RoleOwner || old == r) {
-			continue
+		old, exists := ms.role(u)
+		switch {
+		case !exists:
+			nr := r
+			if nr == "" {
+				nr = storage.RoleMember
+			}
+			if nr == storage.RoleAdmin && !ownerOrSystem {
+				return errForbidden("only the owner adds admins")
+			}
+			changes[u] = nr
+			added = append(added, u)
+		case r == "" || old == r:
+			// Already a member: nothing to do.
+		case old == storage.RoleOwner:
+			return errForbidden("the owner's role cannot change")
+		case !ownerOrSystem:
+			return errForbidden("only the owner changes admins")
+		default:
+			changes[u] = r
+			changed = append(changed, u)
 		}
-		changes[u] = r
-		added = append(added, u)
 	}
 	if len(ms.users)+len(added) > h.cfg.MaxGroupMembers {
 		return protocol.Errorf(protocol.CodeLimit, "groups hold at most %d members", h.cfg.MaxGroupMembers)
 	}
+	if len(changes) == 0 {
+		return nil
+	}
 	now := h.now()
-	for _, u := range added {
-		if err := h.store.PutMember(ctx, storage.Member{Conv: conv, User: u, Role: r, JoinedAt: now}); err != nil {
+	done := make(map[string]storage.Role, len(changes))
+	for u, nr := range changes {
+		if err := h.store.PutMember(ctx, storage.Member{Conv: conv, User: u, Role: nr, JoinedAt: now}); err != nil {
 			// Keep the cache in step with what was stored so far.
-			st.members.Store(ms.with(changes))
+			st.members.Store(ms.with(done))
 			return h.storageErr("put_member", err)
 		}
-	}
-	if len(added) == 0 {
-		return nil
+		done[u] = nr
 	}
 	st.members.Store(ms.with(changes))
 	h.publishMembersChanged(conv)
-	h.announce(conv, "added", added, a.User, "")
+	if len(added) > 0 {
+		h.announce(conv, "added", added, a.User, "")
+	}
+	if len(changed) > 0 {
+		h.announceRole(conv, changed, string(r), a.User)
+	}
 	h.m.convOps.WithLabelValues("add").Inc()
 	return nil
+}
+
+// announceRole tells the members that users now have role.
+func (h *Hub) announceRole(conv string, users []string, role, by string) {
+	frame := protocol.Marshal(protocol.MemberChange{Type: "member", Conv: conv, Action: "role", Users: users, Role: role, By: by})
+	h.publish(&delivery{conv: conv, frame: frame})
 }
 
 // RemoveMembers removes users from a group. Owners cannot be removed;
@@ -258,7 +284,7 @@ func (h *Hub) RemoveMembers(ctx context.Context, a Actor, conv string, users []s
 		if r == storage.RoleOwner {
 			return errForbidden("the owner cannot be removed")
 		}
-		if r == storage.RoleAdmin && own != storage.RoleOwner && !a.Service {
+		if r == storage.RoleAdmin && own != storage.RoleOwner && !a.system() {
 			return errForbidden("only the owner removes admins")
 		}
 		removed = append(removed, u)
@@ -320,6 +346,7 @@ func (h *Hub) Leave(ctx context.Context, a Actor, conv string) error {
 				return h.storageErr("put_member", err)
 			}
 			st.members.Store(ms.with(map[string]storage.Role{heir: storage.RoleOwner}))
+			h.announceRole(conv, []string{heir}, string(storage.RoleOwner), a.User)
 		}
 	}
 	return h.dropMembersLocked(ctx, st, a, []string{a.User}, "left")

@@ -51,6 +51,11 @@ type Actor struct {
 	Service bool   // a backend service token: may act as the system
 }
 
+// system reports whether a acts as the system: a service token acting as
+// no user, with every right. A service token acting as a user ("as") has
+// exactly that user's rights.
+func (a Actor) system() bool { return a.Service && a.User == "" }
+
 // Config configures a Hub. The zero value of every optional field is
 // documented; New checks the required ones.
 type Config struct {

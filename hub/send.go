@@ -53,6 +53,9 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 		if conv != "" {
 			return protocol.Ack{}, errInvalid("give conv or to, not both")
 		}
+		if a.User == "" {
+			return protocol.Ack{}, errInvalid("a 1:1 conversation needs a sending user (as)")
+		}
 		var err error
 		if conv, err = h.ensureDirect(ctx, a.User, req.To); err != nil {
 			return protocol.Ack{}, err
@@ -76,11 +79,9 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 	if req.System {
 		sender = ""
 	}
-	idemKey := sender
-	if req.System {
-		idemKey = "@system"
-	}
-	if seq, err := h.store.LookupClientID(ctx, conv, idemKey, req.CMID); err == nil {
+	// System messages have no sender: their idempotency scope is the empty
+	// sender, which no user id can be.
+	if seq, err := h.store.LookupClientID(ctx, conv, sender, req.CMID); err == nil {
 		ack := protocol.Ack{Conv: conv, Seq: seq, CMID: req.CMID, Duplicate: true}
 		if ms, err := h.store.Messages(ctx, conv, storage.Page{After: seq - 1, Limit: 1}); err == nil && len(ms) == 1 {
 			ack.TS = ms[0].Time
@@ -105,7 +106,6 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 	}
 	if req.System {
 		m.Kind = storage.MessageSystem
-		m.Sender = "@system"
 		m.Device = ""
 	}
 	t0 := time.Now()
@@ -375,15 +375,27 @@ func (h *Hub) Receipt(ctx context.Context, a Actor, conv, kind string, seq uint6
 	if seq == 0 || seq > st.lastSeq.Load() {
 		return errInvalid("seq %d is not a message of %s", seq, conv)
 	}
+	cur, err := h.store.Member(ctx, conv, a.User)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return errNotMember(conv)
+	case err != nil:
+		return h.storageErr("member", err)
+	}
+	if (rk == storage.ReceiptRead && seq <= cur.ReadSeq) || (rk == storage.ReceiptDelivered && seq <= cur.DeliveredSeq) {
+		return nil // the watermark does not move: nothing to tell anyone
+	}
 	if err := h.store.SetWatermark(ctx, conv, a.User, rk, seq); err != nil {
 		if errors.Is(err, storage.ErrNotFound) {
 			return errNotMember(conv)
 		}
 		return h.storageErr("set_watermark", err)
 	}
-	if rk == storage.ReceiptRead {
+	if rk == storage.ReceiptRead && seq > cur.DeliveredSeq {
 		// Read implies delivered.
-		_ = h.store.SetWatermark(ctx, conv, a.User, storage.ReceiptDelivered, seq)
+		if err := h.store.SetWatermark(ctx, conv, a.User, storage.ReceiptDelivered, seq); err != nil {
+			return h.storageErr("set_watermark", err)
+		}
 	}
 	frame := protocol.Marshal(protocol.Receipt{Type: "receipt", Conv: conv, User: a.User, Device: a.Device, Kind: kind, Seq: seq})
 	h.publish(&delivery{

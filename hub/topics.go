@@ -63,8 +63,9 @@ func (m *topicMap) closeAll() {
 // sessionTopics shards sessions' topic lists by session id.
 func (m *topicMap) sessShard(id uint64) *topicShard { return &m.shards[id%topicShards] }
 
-// Subscribe adds s to a live topic and offers it the topic's last value at
-// once. Permission checks (JWT topic patterns) are the caller's.
+// Subscribe adds s to a live topic. The caller then offers the topic's last
+// value with OfferLast (after answering the request). Permission checks (JWT
+// topic patterns) are the caller's.
 func (h *Hub) Subscribe(s Session, name string) error {
 	ss := h.topics.sessShard(s.ID())
 	ss.mu.Lock()
@@ -72,7 +73,6 @@ func (h *Hub) Subscribe(s Session, name string) error {
 	for _, t := range mine {
 		if t == name {
 			ss.mu.Unlock()
-			h.offerLast(s, name)
 			return nil
 		}
 	}
@@ -107,11 +107,11 @@ func (h *Hub) Subscribe(s Session, name string) error {
 		return errUnavailable("subscribe failed, retry")
 	}
 	h.m.topicSubs.Inc()
-	h.offerLast(s, name)
 	return nil
 }
 
-func (h *Hub) offerLast(s Session, name string) {
+// OfferLast offers s the topic's last value, if there is one.
+func (h *Hub) OfferLast(s Session, name string) {
 	sh := h.topics.shard(name)
 	sh.mu.Lock()
 	var last []byte

@@ -213,8 +213,9 @@ type Presence struct {
 type MemberChange struct {
 	Type   string   `json:"type"` // "member"
 	Conv   string   `json:"conv"`
-	Action string   `json:"action"` // added | removed | left | renamed | created
+	Action string   `json:"action"` // created | added | removed | left | renamed | role
 	Users  []string `json:"users,omitempty"`
+	Role   string   `json:"role,omitempty"` // with action role: the users' new role
 	By     string   `json:"by,omitempty"`
 	Title  string   `json:"title,omitempty"`
 }
@@ -237,6 +238,21 @@ type Result struct {
 	Presence []Presence      `json:"presence,omitempty"`
 	TokenExp int64           `json:"token_exp,omitempty"`
 	Data     json.RawMessage `json:"data,omitempty"`
+}
+
+// HistoryResult answers history: messages is always present.
+type HistoryResult struct {
+	Type     string    `json:"type"` // "result"
+	ID       string    `json:"id,omitempty"`
+	Messages []Message `json:"messages"`
+	More     bool      `json:"more"`
+}
+
+// ConvsResult answers convs: convs is always present.
+type ConvsResult struct {
+	Type  string         `json:"type"` // "result"
+	ID    string         `json:"id,omitempty"`
+	Convs []Conversation `json:"convs"`
 }
 
 // Conversation is a conversation as listed to a member.

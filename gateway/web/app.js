@@ -31,7 +31,8 @@ const S = {
 
 // conv returns the local state of a conversation, creating it on first use.
 // msgs holds messages by seq; synced is the seq up to which this device holds
-// every message (its position for sync); pending holds unacked sends by cmid.
+// every message (its position for sync); pending holds unacked sends by cmid;
+// marks holds the other members' receipt watermarks ({d, r} by user).
 function conv(id) {
   let c = S.convs.get(id);
   if (!c) {
@@ -39,7 +40,7 @@ function conv(id) {
       id, kind: id.startsWith('dm:') ? 'direct' : 'group', title: '', exists: false,
       msgs: new Map(), pending: new Map(), loaded: false, synced: 0, more: false,
       lastSeq: 0, readSeq: 0, unread: 0, last: null, members: new Set(),
-      peerDelivered: 0, peerRead: 0, sentDelivered: 0, sentRead: 0, typing: new Map(),
+      marks: new Map(), info: false, sentDelivered: 0, sentRead: 0, typing: new Map(),
     };
     if (c.kind === 'direct') id.split(':').slice(1).forEach((u) => c.members.add(u));
     S.convs.set(id, c);
@@ -76,7 +77,16 @@ function addMessage(m) {
   return c;
 }
 
-// applyConv merges a conversation object from convs or create.
+// mark raises another member's receipt watermarks (read implies delivered).
+function mark(c, user, delivered, read) {
+  const m = c.marks.get(user) || { d: 0, r: 0 };
+  m.r = Math.max(m.r, read || 0);
+  m.d = Math.max(m.d, delivered || 0, m.r);
+  c.marks.set(user, m);
+}
+
+// applyConv merges a conversation object from convs, create or the HTTP API.
+// Only a full object (with members) replaces the member list.
 function applyConv(x) {
   const c = conv(x.id);
   c.exists = true;
@@ -85,12 +95,9 @@ function applyConv(x) {
   c.lastSeq = Math.max(c.lastSeq, x.last_seq || 0);
   c.readSeq = Math.max(c.readSeq, x.read_seq || 0);
   if (x.last && (!c.last || x.last.seq > c.last.seq)) c.last = x.last;
-  for (const m of x.members || []) {
-    c.members.add(m.user);
-    if (m.user !== S.me) {
-      c.peerDelivered = Math.max(c.peerDelivered, m.delivered_seq || 0, m.read_seq || 0);
-      c.peerRead = Math.max(c.peerRead, m.read_seq || 0);
-    }
+  if (x.members) {
+    c.members = new Set(x.members.map((m) => m.user));
+    for (const m of x.members) if (m.user !== S.me) mark(c, m.user, m.delivered_seq, m.read_seq);
   }
   setUnread(c);
   return c;
@@ -266,6 +273,8 @@ const handlers = {
     S.watched.clear();
     watch(users);
     if (S.current && S.current.exists && !S.current.loaded) loadHistory(S.current);
+    S.convs.forEach((c) => { c.info = false; }); // receipts sent while away were missed
+    if (S.current) loadInfo(S.current);
     render();
   },
   ack: reply,
@@ -288,8 +297,7 @@ const handlers = {
       c.sentDelivered = Math.max(c.sentDelivered, f.seq);
       setUnread(c);
     } else {
-      c.peerDelivered = Math.max(c.peerDelivered, f.seq);
-      if (f.kind === 'read') c.peerRead = Math.max(c.peerRead, f.seq);
+      mark(c, f.user, f.seq, f.kind === 'read' ? f.seq : 0);
     }
     render();
   },
@@ -315,7 +323,7 @@ const handlers = {
         S.convs.delete(c.id);
         if (S.current === c) S.current = null;
         status(f.action === 'left' ? `You left ${nameOf(c)}` : `You were removed from ${nameOf(c)}`);
-      } else users.forEach((u) => c.members.delete(u));
+      } else users.forEach((u) => { c.members.delete(u); c.marks.delete(u); });
     }
     if (f.action === 'created' || f.action === 'added') loadConvs(); // role, title, last
     if (S.current === c) watch([...c.members]);
@@ -339,6 +347,8 @@ function loadConvs() {
     for (const x of r.convs || []) {
       const c = applyConv(x);
       if (c.kind === 'direct') peers.push(peer(c));
+      // The list shows the newest message, so it has reached this device.
+      if (x.last && x.last.from && x.last.from !== S.me) queueDelivered(c, x.last.seq);
     }
     watch(peers);
     render();
@@ -417,6 +427,31 @@ function fillGap(c) {
   if (!ok) c.filling = false;
 }
 
+// loadInfo fetches the conversation with its members and their receipt
+// watermarks (HTTP GET /v1/conversations/{id}). Receipts are live traffic:
+// after a reload or a reconnect this is how the page learns what the others
+// got and read while it was away, and a group's member list.
+async function loadInfo(c) {
+  if (!c.exists || c.infoLoading || !S.token) return;
+  c.infoLoading = true;
+  try {
+    const r = await fetch('/v1/conversations/' + c.id, { headers: { Authorization: 'Bearer ' + S.token } });
+    const j = await r.json().catch(() => ({}));
+    if (r.ok && j.id === c.id && S.convs.get(c.id) === c) {
+      applyConv(j);
+      c.info = true;
+      if (S.current === c) watch([...c.members]);
+    } else if (!r.ok && r.status !== 404 && r.status !== 403) {
+      status(`conversation: ${j.error ? j.error.code : 'HTTP ' + r.status}`, true);
+    }
+  } catch (err) {
+    // offline: fetched again after the next hello
+  } finally {
+    c.infoLoading = false;
+  }
+  render();
+}
+
 function watch(users) {
   const fresh = [...new Set(users)].filter((u) => u !== S.me && !S.watched.has(u));
   const room = 1000 - S.watched.size;
@@ -443,6 +478,7 @@ function sendPending(c, p) {
       c.pending.delete(p.cmid);
       const t = addMessage({ conv: r.conv, seq: r.seq, from: S.me, device: S.device, cmid: p.cmid, body: p.body, ts: r.ts });
       if (!t.loaded) loadHistory(t); // a new 1:1 conversation, or one not opened yet
+      if (!t.info) loadInfo(t);
       markRead(t);
     } else if (r.code === 'disconnected' || r.code === 'draining') {
       // resent after the next hello
@@ -545,10 +581,22 @@ function renderList() {
   document.title = (total ? `(${total}) ` : '') + 'Parley demo';
 }
 
+// stateOf tells how far one of my messages got: [css class, label]. In a
+// group it is read (delivered) once every other member read (got) it.
 function stateOf(c, m) {
-  if (m.seq <= c.peerRead) return 'read';
-  if (m.seq <= c.peerDelivered) return 'delivered';
-  return 'sent';
+  const others = [...c.members].filter((u) => u !== S.me);
+  let d = 0, r = 0;
+  for (const u of others) {
+    const w = c.marks.get(u);
+    if (w && w.r >= m.seq) r++;
+    if (w && w.d >= m.seq) d++;
+  }
+  const n = others.length;
+  if (n && r === n) return ['read', 'read'];
+  if (n > 1 && r) return ['delivered', `read by ${r} of ${n}`];
+  if (n && d === n) return ['delivered', 'delivered'];
+  if (n > 1 && d) return ['sent', `delivered to ${d} of ${n}`];
+  return ['sent', 'sent'];
 }
 
 function msgEl(c, m, pending) {
@@ -564,8 +612,8 @@ function msgEl(c, m, pending) {
     }
     meta.append(st);
   } else if (m.from === S.me && m.kind !== 'system') {
-    const s = stateOf(c, m);
-    meta.append(el('span', 'state ' + s, s));
+    const [cls, label] = stateOf(c, m);
+    meta.append(el('span', 'state ' + cls, label));
   }
   li.append(meta, el('div', 'body', m.body || (m.meta ? JSON.stringify(m.meta) : '')));
   return li;
@@ -608,6 +656,7 @@ function select(c) {
   if (S.current !== c) stopTyping();
   S.current = c;
   if (c.exists && !c.loaded) loadHistory(c);
+  if (c.exists && !c.info) loadInfo(c);
   watch([...c.members]);
   markRead(c);
   render();
@@ -627,6 +676,7 @@ $('login').addEventListener('submit', async (e) => {
   try { await mintToken(); } catch (err) { return status(err.message, true); }
   sessionStorage.setItem('parley.user', user);
   sessionStorage.setItem('parley.device', device);
+  sessionStorage.setItem('parley.auto', '1'); // a reload of this tab connects again
   S.stopped = false;
   S.attempt = 0;
   $('login').hidden = true;
@@ -637,6 +687,7 @@ $('login').addEventListener('submit', async (e) => {
 
 $('logout').addEventListener('click', () => {
   S.stopped = true;
+  sessionStorage.removeItem('parley.auto');
   if (S.ws) S.ws.close(1000, 'logout');
   location.reload();
 });
@@ -661,6 +712,7 @@ $('group-form').addEventListener('submit', (e) => {
     const x = typeof r.conv === 'string' ? { id: r.conv, title } : r.conv;
     const c = applyConv(x);
     c.loaded = true; // new: nothing to fetch
+    c.info = !!x.members;
     members.forEach((u) => c.members.add(u));
     c.members.add(S.me);
     $('group-title').value = $('group-members').value = '';
@@ -700,6 +752,9 @@ $('text').addEventListener('input', () => {
   }
 });
 $('text').addEventListener('blur', stopTyping);
+
+// A reload (or a restored tab) picks up where it was: same user, same device.
+if (sessionStorage.getItem('parley.auto') && $('user').value) $('login').requestSubmit();
 
 document.addEventListener('visibilitychange', () => { markRead(S.current); render(); });
 window.addEventListener('focus', () => markRead(S.current));

@@ -13,7 +13,7 @@ import (
 	"net/http"
 )
 
-//go:embed index.html app.js style.css
+//go:embed index.html app.js style.css favicon.svg
 var files embed.FS
 
 // csp allows only this origin's own files, plus websocket connections (older

@@ -151,6 +151,7 @@ func Start(cfg Config) (n *Node, err error) {
 	gcfg := cfg.Gateway
 	gcfg.Hub, gcfg.Verifier, gcfg.Logger, gcfg.Registry, gcfg.Node = n.hub, verifier, log, reg, cfg.Node
 	gcfg.DevTokens, gcfg.DevKey = n.dev, devKey
+	gcfg.TokenLeeway = cfg.Leeway
 	if n.dev {
 		gcfg.Demo = web.Handler()
 	}

@@ -41,6 +41,22 @@ type eventCounts struct {
 	stallNanos  atomic.Int64 // total duration of ended write stalls
 	stallStart  atomic.Int64 // unix nanos of the open stall, 0 if none
 	slowCommits atomic.Int64 // commits that took slowCommit or longer
+	// WAL rotations as the commits that performed them saw them: each
+	// holds up every commit behind it.
+	rotations        atomic.Int64
+	rotationNanos    atomic.Int64
+	maxRotationNanos atomic.Int64
+}
+
+func (c *eventCounts) rotation(d time.Duration) {
+	c.rotations.Add(1)
+	c.rotationNanos.Add(int64(d))
+	for {
+		m := c.maxRotationNanos.Load()
+		if int64(d) <= m || c.maxRotationNanos.CompareAndSwap(m, int64(d)) {
+			return
+		}
+	}
 }
 
 // eventListener surfaces the pebble events an operator must see: background

@@ -139,6 +139,12 @@ func soakRun(t *testing.T, rate int, dur time.Duration, tune func(*pebble.Option
 	defer s.Close()
 	ctx := t.Context()
 
+	// The canary syncs a file of its own next to the store every 5ms. A slow
+	// WAL sync that overlaps a slow canary sync is the disk (or another
+	// tenant of it), not pebble's doing.
+	canary := newCanary(t, dir)
+	defer canary.stop()
+
 	interval := time.Duration(float64(time.Second) * soakSenders / float64(rate))
 	start := time.Now().Add(50 * time.Millisecond)
 	end := start.Add(dur)
@@ -220,11 +226,25 @@ func soakRun(t *testing.T, rate int, dur time.Duration, tune func(*pebble.Option
 		ev.stalls.Load(), time.Duration(ev.stallNanos.Load()).Milliseconds(), ev.slowCommits.Load())
 	t.Logf("%s\n%s", soakHeader, r)
 	t.Logf("slow sends (>50ms) at: %s", soakClusters(slow))
+	t.Logf("WAL rotations on the commit path: %d, total %s, max %s", ev.rotations.Load(),
+		time.Duration(ev.rotationNanos.Load()), time.Duration(ev.maxRotationNanos.Load()))
 	t.Logf("pebble: L0 files %d sublevels %d, WAL files %d (%d obsolete), memtables %d (%d zombie)",
 		m.Levels[0].NumFiles, m.Levels[0].Sublevels, m.WAL.Files, m.WAL.ObsoleteFiles,
 		m.MemTable.Count, m.MemTable.ZombieCount)
+	canary.stop()
+	fs.mu.Lock()
 	t.Logf("WAL syncs:   %s", fs.quantiles(fs.wal))
 	t.Logf("other syncs: %s", fs.quantiles(fs.other))
+	t.Logf("canary:      %s", fs.quantiles(canary.h))
+	shared := 0
+	for _, w := range fs.slow {
+		if slices.ContainsFunc(canary.slow, w.overlaps) {
+			shared++
+		}
+	}
+	t.Logf("WAL syncs >20ms: %d, of which %d overlap a canary sync >20ms; canary syncs >20ms: %d",
+		len(fs.slow), shared, len(canary.slow))
+	fs.mu.Unlock()
 	return r
 }
 
@@ -261,9 +281,64 @@ func soakClusters(offsets []time.Duration) string {
 // commit waits for) and all others (sstables, manifest, directories).
 type timedFS struct {
 	vfs.FS
-	mu    sync.Mutex
+	mu    sync.Mutex              // guards the fields below
 	wal   *hdrhistogram.Histogram // microseconds
 	other *hdrhistogram.Histogram
+	slow  []span // WAL syncs slower than 20ms
+}
+
+type span struct{ from, to time.Time }
+
+func (a span) overlaps(b span) bool { return a.from.Before(b.to) && b.from.Before(a.to) }
+
+// canary syncs a file of its own every 5ms (write 700 B + fdatasync, overwriting in place).
+type canary struct {
+	h       *hdrhistogram.Histogram
+	slow    []span // syncs slower than 20ms; read after stop
+	done    chan struct{}
+	stopped sync.Once
+	wg      sync.WaitGroup
+}
+
+func newCanary(t *testing.T, dir string) *canary {
+	f, err := os.Create(dir + "/canary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(make([]byte, 1<<20)); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	c := &canary{h: hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3), done: make(chan struct{})}
+	c.wg.Go(func() {
+		defer f.Close()
+		buf := make([]byte, 700)
+		tick := time.NewTicker(5 * time.Millisecond)
+		defer tick.Stop()
+		for off := int64(0); ; off = (off + 700) % (1<<20 - 700) {
+			select {
+			case <-c.done:
+				return
+			case <-tick.C:
+			}
+			start := time.Now()
+			f.WriteAt(buf, off)
+			syscall.Fdatasync(int(f.Fd()))
+			end := time.Now()
+			c.h.RecordValue(int64(end.Sub(start) / time.Microsecond))
+			if end.Sub(start) > 20*time.Millisecond {
+				c.slow = append(c.slow, span{start, end})
+			}
+		}
+	})
+	return c
+}
+
+func (c *canary) stop() {
+	c.stopped.Do(func() { close(c.done) })
+	c.wg.Wait()
 }
 
 func newTimedFS(fs vfs.FS) *timedFS {
@@ -299,8 +374,6 @@ func (fs *timedFS) OpenDir(name string) (vfs.File, error) {
 }
 
 func (fs *timedFS) quantiles(h *hdrhistogram.Histogram) string {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
 	ms := func(v int64) float64 { return float64(v) / 1000 }
 	return fmt.Sprintf("n=%d p50=%.2f p99=%.2f p99.9=%.2f max=%.1fms", h.TotalCount(),
 		ms(h.ValueAtQuantile(50)), ms(h.ValueAtQuantile(99)), ms(h.ValueAtQuantile(99.9)), ms(h.Max()))
@@ -318,8 +391,12 @@ func (f timedFile) SyncData() error { return f.time(time.Now(), f.File.SyncData(
 // time records the sync that started at start; Go evaluates the sync (the
 // second argument) after time.Now (the first).
 func (f timedFile) time(start time.Time, err error) error {
-	d := time.Since(start)
+	end := time.Now()
+	d := end.Sub(start)
 	f.fs.mu.Lock()
+	if f.h == f.fs.wal && d > 20*time.Millisecond {
+		f.fs.slow = append(f.fs.slow, span{start, end})
+	}
 	f.h.RecordValue(int64(d / time.Microsecond))
 	f.fs.mu.Unlock()
 	return err

@@ -242,7 +242,11 @@ func (s *Store) commit(b *pebble.Batch) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("embedded: commit: %w", err)
 	}
-	if st := b.CommitStats(); st.TotalDuration >= slowCommit {
+	st := b.CommitStats()
+	if d := st.WALRotationDuration; d > 0 {
+		s.events.rotation(d)
+	}
+	if st.TotalDuration >= slowCommit {
 		s.events.slowCommits.Add(1)
 		s.log.Debug("slow commit", "duration", st.TotalDuration,
 			"wal_sync", st.CommitWaitDuration, "wal_rotation", st.WALRotationDuration,
