@@ -554,3 +554,53 @@ func expired(t *testing.T, key []byte) string {
 	}
 	return tok
 }
+
+// Roles: admins are made by the owner or the system, an admin cannot be
+// demoted by re-adding, and an owner who leaves hands the group to an
+// admin, announced to every member.
+func TestGroupRoles(t *testing.T) {
+	s := startServer(t)
+	ctx := ctxT(t, 20*time.Second)
+	alice, bob := s.dial("alice", "p"), s.dial("bob", "p")
+	g, err := alice.Create(ctx, "crew", []string{"bob", "carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := s.serviceToken()
+	var conv protocol.Conversation
+	if st := s.api("POST", "/v1/conversations/"+g.ID+"/members", svc, map[string]any{"users": []string{"dave"}, "role": "admin"}, &conv); st != 200 {
+		t.Fatalf("add admin: %d", st)
+	}
+	// A service token acting as plain member bob has bob's rights.
+	var herr struct{ Error struct{ Code string } }
+	if st := s.api("POST", "/v1/conversations/"+g.ID+"/members", svc, map[string]any{"users": []string{"erin"}, "as": "bob"}, &herr); st != http.StatusForbidden {
+		t.Fatalf("service as member adding: %d %+v", st, herr)
+	}
+	// Re-adding the admin over the websocket leaves the role alone.
+	if err := alice.Add(ctx, g.ID, []string{"dave"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Leave(ctx, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := bob.WaitFor(ctx, func(e client.Event) bool {
+		m, err := e.Member()
+		return err == nil && m.Action == "role"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := ev.Member(); len(m.Users) != 1 || m.Users[0] != "dave" || m.Role != "owner" {
+		t.Fatalf("role frame = %+v", m)
+	}
+	if st := s.api("GET", "/v1/conversations/"+g.ID, svc, nil, &conv); st != 200 {
+		t.Fatalf("get: %d", st)
+	}
+	roles := map[string]string{}
+	for _, m := range conv.Members {
+		roles[m.User] = m.Role
+	}
+	if roles["dave"] != "owner" || roles["bob"] != "member" || roles["alice"] != "" {
+		t.Fatalf("roles = %v", roles)
+	}
+}
