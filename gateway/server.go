@@ -91,14 +91,14 @@ func clientIP(r *http.Request) string {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
-	start := s.cfg.Now()
+	start0 := s.cfg.Now()
 	if s.draining.Load() {
 		s.m.connects.WithLabelValues("draining").Inc()
 		writeHTTPError(w, http.StatusServiceUnavailable, protocol.Errorf(protocol.CodeDraining, "node is draining, connect elsewhere"))
 		return
 	}
 	ip := clientIP(r)
-	if ok, wait := s.ips.take(ip, start); !ok {
+	if ok, wait := s.ips.take(ip, start0); !ok {
 		s.m.connects.WithLabelValues("rate_limited").Inc()
 		w.Header().Set("Retry-After", retryAfterSeconds(wait))
 		writeHTTPError(w, http.StatusTooManyRequests, &protocol.Error{Code: protocol.CodeRateLimited, Message: "too many connections from this address", RetryAfter: wait.Milliseconds() + 1})
@@ -116,7 +116,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		InsecureSkipVerify: s.cfg.DevTokens && len(s.cfg.OriginPatterns) == 0,
 		CompressionMode:    websocket.CompressionDisabled,
 	}
-	conn, err := websocket.Accept(smallBuffers{w, s.cfg.ReadBuffer, s.cfg.WriteBuffer}, r, opts)
+	conn, err := websocket.Accept(&smallBuffers{ResponseWriter: w, rsize: s.cfg.ReadBuffer, wsize: s.cfg.WriteBuffer}, r, opts)
 	if err != nil {
 		s.m.connects.WithLabelValues("upgrade_failed").Inc()
 		s.log.Debug("upgrade failed", "ip", ip, "err", err)
@@ -191,12 +191,39 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 			hello.Resume = res
 		}
 	}
-	sess.Deliver(protocol.Marshal(hello))
+	// This goroutine is the session's writer until hello is out: frames
+	// the hub delivers meanwhile are queued behind it. Hello leaves in one
+	// write with the 101 response.
+	sess.writing = true
 	s.conns.add(sess)
 	s.hub.Register(sess)
+	if err := sess.write(protocol.Marshal(hello)); err != nil {
+		s.m.connects.WithLabelValues("hello_failed").Inc()
+		s.hub.Unregister(sess)
+		s.conns.remove(sess)
+		s.users.release(user)
+		_ = conn.CloseNow()
+		return
+	}
+	sess.mu.Lock()
+	start := len(sess.queue) > 0 || len(sess.ephKeys) > 0 || sess.closeCode != 0
+	if start {
+		sess.writer.Add(1)
+	} else {
+		sess.writing = false
+	}
+	sess.mu.Unlock()
+	if start {
+		go sess.writeLoop()
+	}
+	if s.draining.Load() {
+		// Drain began while this session was being set up and may have
+		// missed it.
+		sess.closeAfterFlush(byeFrame(s.cfg.DrainJitter), protocol.CloseShutdown, "server shutdown")
+	}
 	s.m.connects.WithLabelValues("ok").Inc()
 	s.m.connected.Inc()
-	s.m.connectSeconds.Observe(s.cfg.Now().Sub(start).Seconds())
+	s.m.connectSeconds.Observe(s.cfg.Now().Sub(start0).Seconds())
 
 	// Serve from a fresh goroutine and let net/http's connection goroutine
 	// (and the request it holds) go: the session keeps only what it needs.
@@ -283,9 +310,7 @@ func (s *Server) Drain(ctx context.Context) error {
 	for len(all) > 0 {
 		n := min(s.cfg.DrainBatch, len(all))
 		for _, sess := range all[:n] {
-			delay := rand.Int64N(int64(s.cfg.DrainJitter)/1e6 + 1)
-			bye := protocol.Marshal(protocol.Bye{Type: protocol.TypeBye, Reason: "shutdown", ReconnectAfterMS: delay})
-			sess.closeAfterFlush(bye, protocol.CloseShutdown, "server shutdown")
+			sess.closeAfterFlush(byeFrame(s.cfg.DrainJitter), protocol.CloseShutdown, "server shutdown")
 		}
 		all = all[n:]
 		if len(all) == 0 {
@@ -309,6 +334,13 @@ func (s *Server) Drain(ctx context.Context) error {
 	return nil
 }
 
+// byeFrame tells a client to reconnect after a random delay within jitter,
+// so that a drained node's clients do not all arrive elsewhere at once.
+func byeFrame(jitter time.Duration) []byte {
+	delay := rand.Int64N(int64(jitter)/1e6 + 1)
+	return protocol.Marshal(protocol.Bye{Type: protocol.TypeBye, Reason: "shutdown", ReconnectAfterMS: delay})
+}
+
 func (s *Server) cutAll() {
 	for _, sess := range s.conns.snapshot() {
 		_ = sess.conn.CloseNow()
@@ -323,29 +355,55 @@ func (s *Server) Close() {
 	s.wg.Wait()
 }
 
-// smallBuffers wraps a ResponseWriter so that the hijacked connection gets
-// small bufio buffers instead of net/http's 4 KiB pair: the websocket keeps
-// them for the connection's life, so they are a large share of an idle
-// connection's memory. If the client already sent bytes past the upgrade
-// request (they sit in net/http's reader), the original buffers are kept.
+// smallBuffers wraps a ResponseWriter for the websocket upgrade:
+//
+//   - the hijacked connection gets small bufio buffers instead of net/http's
+//     4 KiB pair, which the websocket keeps for the connection's life (a large
+//     share of an idle connection's memory);
+//   - the 101 response is not flushed by net/http on its own: it is written
+//     into the connection's buffer, so it leaves in one write together with
+//     the first frame (hello, or the close frame of a refusal). That saves a
+//     syscall and a wake-up of the client per connection.
+//
+// If the client already sent bytes past the upgrade request (they sit in
+// net/http's reader), that reader is kept.
 type smallBuffers struct {
 	http.ResponseWriter
 	rsize, wsize int
+	upgrade      bool // WriteHeader(101) was held back
 }
 
-func (w smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+func (w *smallBuffers) WriteHeader(code int) {
+	if code == http.StatusSwitchingProtocols {
+		w.upgrade = true
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	hj, ok := w.ResponseWriter.(http.Hijacker)
 	if !ok {
 		return nil, nil, errors.New("gateway: connection cannot be hijacked")
 	}
 	c, brw, err := hj.Hijack()
-	if err != nil || brw.Reader.Buffered() > 0 {
-		return c, brw, err
+	if err != nil {
+		return nil, nil, err
 	}
-	return c, bufio.NewReadWriter(bufio.NewReaderSize(c, w.rsize), bufio.NewWriterSize(c, w.wsize)), nil
+	br := brw.Reader
+	if br.Buffered() == 0 {
+		br = bufio.NewReaderSize(c, w.rsize)
+	}
+	bw := bufio.NewWriterSize(c, w.wsize)
+	if w.upgrade {
+		_, _ = bw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+		_ = w.Header().Write(bw)
+		_, _ = bw.WriteString("\r\n")
+	}
+	return c, bufio.NewReadWriter(br, bw), nil
 }
 
-func (w smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // connSet is the set of open sessions, sharded by session id.
 type connSet struct {

@@ -173,6 +173,7 @@ function closed(code, reason) {
   S.reqs.clear();
   reqs.forEach((cb) => cb({ type: 'error', code: 'disconnected', message: 'connection closed' }));
   S.convs.forEach((c) => { c.typing.forEach(clearTimeout); c.typing.clear(); });
+  S.presence.clear(); // unknown until watched again after the next hello
   S.typingConv = '';
   render();
   if (S.stopped) return;
@@ -696,6 +697,7 @@ $('dm-form').addEventListener('submit', (e) => {
   e.preventDefault();
   const u = $('dm-user').value.trim();
   if (!ID_RE.test(u)) return status('Not a valid user name', true);
+  if (u === S.me) return status('That is you: pick someone else to chat with', true);
   $('dm-user').value = '';
   select(conv(dmId(S.me, u))); // a draft until the first message creates it
 });

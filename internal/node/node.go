@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -76,6 +77,7 @@ type Node struct {
 	adminLn  net.Listener
 	dev      bool
 	errc     chan error
+	stopOnce sync.Once
 }
 
 // Start brings a node up and serves until Shutdown.
@@ -336,14 +338,17 @@ func (n *Node) connectNATS(drops prometheus.Counter) error {
 // Shutdown drains the node gracefully: readyz goes false, clients get bye
 // frames with jittered reconnect delays and are closed in batches, then the
 // listeners, the hub, NATS and the store (flushed) stop.
+// Calls after the first wait for nothing and return nil.
 func (n *Node) Shutdown(ctx context.Context) error {
-	dctx, cancel := context.WithTimeout(ctx, n.cfg.DrainTimeout)
-	defer cancel()
-	if err := n.gw.Drain(dctx); err != nil {
-		n.log.Warn("drain incomplete, cutting the rest", "err", err)
-	}
-	n.close()
-	n.log.Info("parley stopped")
+	n.stopOnce.Do(func() {
+		dctx, cancel := context.WithTimeout(ctx, n.cfg.DrainTimeout)
+		defer cancel()
+		if err := n.gw.Drain(dctx); err != nil {
+			n.log.Warn("drain incomplete, cutting the rest", "err", err)
+		}
+		n.close()
+		n.log.Info("parley stopped")
+	})
 	return nil
 }
 
