@@ -91,6 +91,10 @@ func clientIP(r *http.Request) string {
 }
 
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	// The upgrade counts as the server's work until the session's read
+	// loop owns it: Close waits for a connection being set up.
+	s.wg.Add(1)
+	defer s.wg.Done()
 	start0 := s.cfg.Now()
 	if s.draining.Load() {
 		s.m.connects.WithLabelValues("draining").Inc()
@@ -229,6 +233,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// (and the request it holds) go: the session keeps only what it needs.
 	s.wg.Add(1)
 	go sess.readLoop()
+	select {
+	case <-s.stop:
+		// Close ran while this session was set up; its cut may have
+		// missed it.
+		_ = conn.CloseNow()
+	default:
+	}
 }
 
 func sessionName(id uint64) string {
