@@ -23,12 +23,14 @@ import (
 type Config struct {
 	URL      string // server base URL, e.g. ws://127.0.0.1:8080; required
 	Key      []byte // HS256 dev key the server accepts; required
-	Scenario string // "idle", "connect" or "chat"; required
+	Scenario string // "idle", "connect", "chat" or "fanout"; required
 
-	// Conns is the number of connections (idle) or of pairs (chat: 2×Conns
-	// connections). Default 100.
+	// Conns is the number of connections (idle), of pairs (chat: 2×Conns
+	// connections) or of subscribers (fanout: plus one publisher).
+	// Default 100.
 	Conns int
-	// Rate is messages per second over all senders (chat). Default 1000.
+	// Rate is messages per second over all senders (chat; default 1000)
+	// or publishes per second (fanout; default 10).
 	Rate float64
 	// ConnectRate is the scheduled connect rate for idle and chat set-up,
 	// connections per second. Default 1000.
@@ -67,12 +69,15 @@ func (c *Config) defaults() error {
 		return errors.New("loadtest: Key is required")
 	}
 	switch c.Scenario {
-	case "idle", "connect", "chat":
+	case "idle", "connect", "chat", "fanout":
 	default:
-		return fmt.Errorf("loadtest: scenario %q: want idle, connect or chat", c.Scenario)
+		return fmt.Errorf("loadtest: scenario %q: want idle, connect, chat or fanout", c.Scenario)
 	}
 	if c.Conns <= 0 {
 		c.Conns = 100
+	}
+	if c.Rate <= 0 && c.Scenario == "fanout" {
+		c.Rate = 10
 	}
 	if c.Rate <= 0 {
 		c.Rate = 1000
@@ -166,8 +171,16 @@ func ParseAddrRange(s string) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// Run runs cfg's scenario until it ends or ctx is cancelled.
+// Run runs cfg's scenario until it ends or ctx is cancelled. For fanout it
+// returns only the common part of the report; RunFanout returns all of it.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if cfg.Scenario == "fanout" {
+		fr, err := RunFanout(ctx, cfg)
+		if fr == nil {
+			return nil, err
+		}
+		return fr.Report, err
+	}
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
