@@ -14,6 +14,7 @@ type Metrics struct {
 	topicSubs       prometheus.Gauge
 	topicPublishes  prometheus.Counter
 	topicEvents     prometheus.Counter
+	topicCoalesced  prometheus.Counter
 	busErrors       prometheus.Counter
 	storageErrors   prometheus.Counter
 	storageLatency  *prometheus.HistogramVec
@@ -38,6 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		topicSubs:      prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_topic_subscriptions", Help: "Live-topic subscriptions of local sessions."}),
 		topicPublishes: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_topic_publishes_total", Help: "Live-topic publishes from this node."}),
 		topicEvents:    prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_topic_events_total", Help: "Live-topic events fanned out on this node."}),
+		topicCoalesced: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_topic_coalesced_total", Help: "Live-topic events skipped on this node because a newer one of the same topic was already waiting."}),
 		busErrors:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_bus_errors_total", Help: "NATS publish failures and undecodable bus payloads."}),
 		storageErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_storage_errors_total", Help: "Storage operations that failed."}),
 		storageLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "parley_storage_seconds", Help: "Storage latency by operation.", Buckets: latencyBuckets}, []string{"op"}),
@@ -47,7 +49,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	if reg != nil {
 		reg.MustRegister(m.sessions, m.sent, m.duplicates, m.delivered, m.syncs, m.receipts, m.convOps,
-			m.topicSubs, m.topicPublishes, m.topicEvents, m.busErrors, m.storageErrors,
+			m.topicSubs, m.topicPublishes, m.topicEvents, m.topicCoalesced, m.busErrors, m.storageErrors,
 			m.storageLatency, m.sendLatency, m.deliveryLatency)
 	}
 	return m

@@ -29,9 +29,26 @@ type topicShard struct {
 }
 
 type topic struct {
-	subs []Session          // copy-on-write; guarded by the shard's mu
+	// subs is the set of local subscribers; list is a snapshot of it for
+	// fan-out, rebuilt on the first fan-out after a change (nil = stale),
+	// so that subscribing and unsubscribing are O(1) and a fan-out is
+	// never done under the lock. All guarded by the shard's mu.
+	subs map[uint64]Session
+	list []Session
 	last []byte             // the newest event frame; guarded by the shard's mu
 	ns   *nats.Subscription // non-nil while subs is non-empty
+}
+
+// snapshotLocked returns the subscribers, rebuilding the snapshot if stale.
+// The returned slice is never modified.
+func (t *topic) snapshotLocked() []Session {
+	if t.list == nil && len(t.subs) > 0 {
+		t.list = make([]Session, 0, len(t.subs))
+		for _, s := range t.subs {
+			t.list = append(t.list, s)
+		}
+	}
+	return t.list
 }
 
 func (m *topicMap) init() {
@@ -90,12 +107,25 @@ func (h *Hub) Subscribe(s Session, name string) error {
 		t = &topic{}
 		sh.topics[name] = t
 	}
-	next := make([]Session, len(t.subs), len(t.subs)+1)
-	copy(next, t.subs)
-	t.subs = append(next, s)
+	if t.subs == nil {
+		t.subs = make(map[uint64]Session)
+	}
+	t.subs[s.ID()] = s
+	t.list = nil
 	var err error
 	if t.ns == nil {
-		t.ns, err = h.nc.Subscribe(subjTopicPrefix+name, func(msg *nats.Msg) { h.onTopic(name, msg.Data) })
+		t.ns, err = h.nc.Subscribe(subjTopicPrefix+name, func(msg *nats.Msg) {
+			// Latest value wins already here: when newer events of
+			// this topic wait behind this one, only keep it as the
+			// last value and let the newest be fanned out.
+			// (Pending counts this message until the handler returns.)
+			if n, _, err := msg.Sub.Pending(); err == nil && n > 1 {
+				h.setLast(name, msg.Data, true)
+				h.m.topicCoalesced.Inc()
+				return
+			}
+			h.onTopic(name, msg.Data)
+		})
 		if err == nil {
 			_ = t.ns.SetPendingLimits(1<<16, 64<<20)
 		}
@@ -156,18 +186,13 @@ func (h *Hub) removeSub(s Session, name string) {
 	if t == nil {
 		return
 	}
-	next := make([]Session, 0, len(t.subs))
-	for _, x := range t.subs {
-		if x.ID() != s.ID() {
-			next = append(next, x)
-		}
-	}
-	if len(next) == len(t.subs) {
+	if _, ok := t.subs[s.ID()]; !ok {
 		return
 	}
+	delete(t.subs, s.ID())
+	t.list = nil
 	h.m.topicSubs.Dec()
-	t.subs = next
-	if len(next) == 0 && t.ns != nil {
+	if len(t.subs) == 0 && t.ns != nil {
 		_ = t.ns.Unsubscribe()
 		t.ns = nil
 		if t.last == nil {
@@ -231,7 +256,7 @@ func (h *Hub) setLast(name string, frame []byte, fromBus bool) []Session {
 		sh.topics[name] = t
 	}
 	t.last = frame
-	return t.subs
+	return t.snapshotLocked()
 }
 
 // onTopic fans a topic event out to the local subscribers. Offer never

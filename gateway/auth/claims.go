@@ -38,8 +38,10 @@ type Claims struct {
 	// Roles are free-form role names, compared exactly by [Claims.HasRole].
 	Roles []string `json:"roles,omitempty"`
 	// Service marks a backend service token ("svc"): it may call the HTTP
-	// API on behalf of any user or of the system. It grants no topic rights
-	// by itself; those still come from Topics.
+	// API on behalf of any user or of the system, including publishing to
+	// any live topic over HTTP (the gateway's decision, not checked here:
+	// CanPublish and CanSubscribe still only look at Topics). Service tokens
+	// cannot open websocket sessions.
 	Service bool `json:"svc,omitempty"`
 	// Topics lists the live-topic patterns this token may publish and
 	// subscribe to. No patterns means no live-topic access.
