@@ -120,7 +120,8 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		InsecureSkipVerify: s.cfg.DevTokens && len(s.cfg.OriginPatterns) == 0,
 		CompressionMode:    websocket.CompressionDisabled,
 	}
-	conn, err := websocket.Accept(&smallBuffers{ResponseWriter: w, rsize: s.cfg.ReadBuffer, wsize: s.cfg.WriteBuffer}, r, opts)
+	sb := &smallBuffers{ResponseWriter: w, rsize: s.cfg.ReadBuffer, wsize: s.cfg.WriteBuffer}
+	conn, err := websocket.Accept(sb, r, opts)
 	if err != nil {
 		s.m.connects.WithLabelValues("upgrade_failed").Inc()
 		s.log.Debug("upgrade failed", "ip", ip, "err", err)
@@ -162,6 +163,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	sess := &session{
 		srv:  s,
 		conn: conn,
+		raw:  sb.raw,
 		id:   s.nextID.Add(1),
 		user: user,
 		dev:  claims.Device,
@@ -381,7 +383,8 @@ func (s *Server) Close() {
 type smallBuffers struct {
 	http.ResponseWriter
 	rsize, wsize int
-	upgrade      bool // WriteHeader(101) was held back
+	upgrade      bool     // WriteHeader(101) was held back
+	raw          net.Conn // the hijacked connection
 }
 
 func (w *smallBuffers) WriteHeader(code int) {
@@ -401,6 +404,7 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	w.raw = c
 	br := brw.Reader
 	if br.Buffered() == 0 {
 		br = bufio.NewReaderSize(c, w.rsize)

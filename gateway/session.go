@@ -2,8 +2,10 @@ package gateway
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/parley-im/parley/gateway/auth"
@@ -18,10 +20,11 @@ import (
 type session struct {
 	srv  *Server // static
 	conn *websocket.Conn
-	id   uint64 // static; also the presence epoch (grows across restarts)
-	user string // static
-	dev  string // static
-	ip   string // static; for the per-IP connection count
+	raw  net.Conn // the socket under conn; write deadlines are set on it
+	id   uint64   // static; also the presence epoch (grows across restarts)
+	user string   // static
+	dev  string   // static
+	ip   string   // static; for the per-IP connection count
 
 	// topics holds the token's claims only when it grants live-topic
 	// rights (nil otherwise: a chat-only session keeps no claims), and exp
@@ -197,10 +200,19 @@ func (s *session) writeLoop() {
 	}
 }
 
+// write writes one websocket message within the write timeout. The
+// deadline is set on the socket rather than through a context: a context
+// with a timeout costs allocations and a timer registration per write, and
+// fan-out writes are the hottest path of the server.
 func (s *session) write(b []byte) error {
-	ctx, cancel := context.WithTimeout(context.Background(), s.srv.cfg.WriteTimeout)
-	defer cancel()
-	return s.conn.Write(ctx, websocket.MessageText, b)
+	if err := s.raw.SetWriteDeadline(time.Now().Add(s.srv.cfg.WriteTimeout)); err != nil {
+		return err
+	}
+	err := s.conn.Write(context.Background(), websocket.MessageText, b)
+	// Clear it again: the websocket library writes pongs and close frames
+	// on its own, and a stale deadline would make those fail.
+	_ = s.raw.SetWriteDeadline(time.Time{})
+	return err
 }
 
 // stopWriter stops queueing and waits for the writer to finish what it is
