@@ -212,7 +212,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sess.mu.Lock()
-	start := len(sess.queue) > 0 || len(sess.ephKeys) > 0 || sess.closeCode != 0
+	start := sess.pendingLocked() || sess.closeCode != 0
 	if start {
 		sess.writer.Add(1)
 	} else {

@@ -38,12 +38,10 @@ type session struct {
 	// queue holds durable frames not yet written; queueBytes their size.
 	queue      [][]byte // guarded by mu
 	queueBytes int      // guarded by mu
-	// eph holds the newest pending ephemeral frame per key, ephKeys their
-	// arrival order (oldest first). Nil when nothing is pending.
-	eph     map[string][]byte // guarded by mu
-	ephKeys []string          // guarded by mu
-	writing bool              // guarded by mu: a writer goroutine runs
-	closing bool              // guarded by mu: no more frames are queued
+	// eph holds the newest pending ephemeral frame per key.
+	eph     ephSet // guarded by mu
+	writing bool   // guarded by mu: a writer goroutine runs
+	closing bool   // guarded by mu: no more frames are queued
 	// closeCode, when set, closes the connection once the queue is
 	// written (drain: the bye frame goes out first).
 	closeCode   int            // guarded by mu
@@ -73,7 +71,7 @@ func (s *session) Deliver(frame []byte) {
 	}
 	if len(s.queue) >= s.srv.cfg.QueueFrames || s.queueBytes+len(frame) > s.srv.cfg.QueueBytes {
 		s.closing = true
-		s.queue, s.queueBytes, s.eph, s.ephKeys = nil, 0, nil, nil
+		s.queue, s.queueBytes, s.eph = nil, 0, ephSet{}
 		s.mu.Unlock()
 		s.srv.m.slowConsumers.Inc()
 		s.srv.closeSession(s, protocol.CloseSlowConsumer, "slow consumer")
@@ -96,20 +94,13 @@ func (s *session) Offer(key string, frame []byte) {
 		s.mu.Unlock()
 		return
 	}
-	if s.eph == nil {
-		s.eph = make(map[string][]byte, 4)
-	}
-	if _, ok := s.eph[key]; ok {
+	replaced, evicted := s.eph.put(key, frame, s.srv.cfg.MaxEphemeral)
+	if replaced {
 		s.srv.m.ephemeralReplaced.Inc()
-	} else {
-		if len(s.ephKeys) >= s.srv.cfg.MaxEphemeral {
-			delete(s.eph, s.ephKeys[0])
-			s.ephKeys = s.ephKeys[1:]
-			s.srv.m.ephemeralDropped.Inc()
-		}
-		s.ephKeys = append(s.ephKeys, key)
 	}
-	s.eph[key] = frame
+	if evicted {
+		s.srv.m.ephemeralDropped.Inc()
+	}
 	start := s.startWriterLocked()
 	s.mu.Unlock()
 	if start {
@@ -132,14 +123,89 @@ func (s *session) startWriterLocked() bool {
 	return true
 }
 
+// pendingLocked reports whether anything waits to be written.
+func (s *session) pendingLocked() bool { return len(s.queue) > 0 || s.eph.len() > 0 }
+
 // takeLocked removes what is pending: durable frames first, in order, then
-// the ephemeral values in arrival order.
-func (s *session) takeLocked() (frames [][]byte) {
-	frames = s.queue
-	for _, k := range s.ephKeys {
-		frames = append(frames, s.eph[k])
+// the ephemeral values in arrival order. A lone frame (the common case of
+// fan-out: one event for an idle connection) comes back as one, without
+// building a list.
+func (s *session) takeLocked() (one []byte, frames [][]byte) {
+	if len(s.queue) == 0 && s.eph.len() == 1 && s.eph.v0 != nil {
+		one = s.eph.v0
+		s.eph = ephSet{}
+		return one, nil
 	}
-	s.queue, s.queueBytes, s.eph, s.ephKeys = nil, 0, nil, nil
+	if len(s.queue) == 1 && s.eph.len() == 0 {
+		one = s.queue[0]
+		s.queue, s.queueBytes = nil, 0
+		return one, nil
+	}
+	frames = s.eph.appendTo(s.queue)
+	s.queue, s.queueBytes, s.eph = nil, 0, ephSet{}
+	return nil, frames
+}
+
+// ephSet holds the newest pending ephemeral frame per key, in the arrival
+// order of the keys. The first key is kept inline, so the common case (one
+// topic, a ping) allocates nothing; a map and an order list are made only
+// for a second distinct key. The zero value is empty.
+type ephSet struct {
+	k0    string
+	v0    []byte            // nil: slot empty (frames are never nil)
+	more  map[string][]byte // keys after the first
+	order []string          // arrival order of the keys in more
+}
+
+func (e *ephSet) len() int {
+	n := len(e.order)
+	if e.v0 != nil {
+		n++
+	}
+	return n
+}
+
+// put stores frame under key, replacing a pending frame with that key. A
+// new key beyond max evicts the oldest one.
+func (e *ephSet) put(key string, frame []byte, max int) (replaced, evicted bool) {
+	if e.v0 != nil && e.k0 == key {
+		e.v0 = frame
+		return true, false
+	}
+	if _, ok := e.more[key]; ok {
+		e.more[key] = frame
+		return true, false
+	}
+	if e.len() >= max {
+		evicted = true
+		if e.v0 != nil {
+			e.k0, e.v0 = "", nil
+		} else {
+			delete(e.more, e.order[0])
+			e.order = e.order[1:]
+		}
+	}
+	if e.len() == 0 {
+		e.k0, e.v0 = key, frame
+		e.more, e.order = nil, nil
+		return false, evicted
+	}
+	if e.more == nil {
+		e.more = make(map[string][]byte, 4)
+	}
+	e.more[key] = frame
+	e.order = append(e.order, key)
+	return false, evicted
+}
+
+// appendTo appends the pending frames, oldest key first.
+func (e *ephSet) appendTo(frames [][]byte) [][]byte {
+	if e.v0 != nil {
+		frames = append(frames, e.v0)
+	}
+	for _, k := range e.order {
+		frames = append(frames, e.more[k])
+	}
 	return frames
 }
 
@@ -155,7 +221,7 @@ func (s *session) writeLoop() {
 	var buf []byte
 	for {
 		s.mu.Lock()
-		if len(s.queue) == 0 && len(s.ephKeys) == 0 {
+		if !s.pendingLocked() {
 			s.writing = false
 			code, reason := s.closeCode, s.closeReason
 			s.closeCode = 0
@@ -168,9 +234,16 @@ func (s *session) writeLoop() {
 			}
 			return
 		}
-		frames := s.takeLocked()
+		one, frames := s.takeLocked()
 		s.mu.Unlock()
 
+		if one != nil {
+			if !s.writeOrClose(one) {
+				return
+			}
+			s.srv.m.framesOut.Inc()
+			continue
+		}
 		for len(frames) > 0 {
 			buf = buf[:0]
 			n := 0
@@ -182,14 +255,7 @@ func (s *session) writeLoop() {
 				n++
 			}
 			frames = frames[n:]
-			if err := s.write(buf); err != nil {
-				s.srv.m.writeErrors.Inc()
-				s.mu.Lock()
-				s.closing = true
-				s.queue, s.queueBytes, s.eph, s.ephKeys = nil, 0, nil, nil
-				s.writing = false
-				s.mu.Unlock()
-				_ = s.conn.CloseNow()
+			if !s.writeOrClose(buf) {
 				return
 			}
 			s.srv.m.framesOut.Add(float64(n))
@@ -198,6 +264,23 @@ func (s *session) writeLoop() {
 			buf = nil // do not keep a huge buffer for the session's life
 		}
 	}
+}
+
+// writeOrClose writes b; on failure it stops the session's queue, cuts the
+// connection (the read loop then ends the session) and reports false. The
+// caller, the writer, must then return.
+func (s *session) writeOrClose(b []byte) bool {
+	if err := s.write(b); err != nil {
+		s.srv.m.writeErrors.Inc()
+		s.mu.Lock()
+		s.closing = true
+		s.queue, s.queueBytes, s.eph = nil, 0, ephSet{}
+		s.writing = false
+		s.mu.Unlock()
+		_ = s.conn.CloseNow()
+		return false
+	}
+	return true
 }
 
 // write writes one websocket message within the write timeout. The
@@ -220,7 +303,7 @@ func (s *session) write(b []byte) error {
 func (s *session) stopWriter() {
 	s.mu.Lock()
 	s.closing = true
-	s.queue, s.queueBytes, s.eph, s.ephKeys = nil, 0, nil, nil
+	s.queue, s.queueBytes, s.eph = nil, 0, ephSet{}
 	s.mu.Unlock()
 	s.writer.Wait()
 }
