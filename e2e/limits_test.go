@@ -90,13 +90,15 @@ func TestSlowConsumerDisconnectAndResume(t *testing.T) {
 // closed with the idle-timeout code.
 func TestHeartbeatAndIdleTimeout(t *testing.T) {
 	s := startServer(t, func(c *node.Config) {
-		c.Gateway.Heartbeat = 500 * time.Millisecond
-		c.Gateway.IdleTimeout = 1500 * time.Millisecond
+		// Pings go out from a once-a-second sweep: 1 s apart, and the
+		// idle timeout leaves a live client 2 s of slack.
+		c.Gateway.Heartbeat = time.Second
+		c.Gateway.IdleTimeout = 3 * time.Second
 	})
 	ctx := ctxT(t, 30*time.Second)
 	live := s.dial("alive", "p")
 	silent := s.dial("silent", "p", func(o *client.Options) { o.NoAutoPong = true })
-	if h := live.Hello(); h.HeartbeatMS != 500 || h.IdleMS != 1500 {
+	if h := live.Hello(); h.HeartbeatMS != 1000 || h.IdleMS != 3000 {
 		t.Fatalf("hello = %+v", h)
 	}
 	select {
