@@ -372,7 +372,7 @@ func TestTopicFanoutSlowSubscriber(t *testing.T) {
 	// The private topic alone carries far more than the socket buffers
 	// hold, so the slow subscriber's writer blocks and values coalesce.
 	bigPad := strings.Repeat("y", 7000)
-	const privateEvents = 600
+	const privateEvents = 1200
 	const sharedEvents = 50
 	for n := 1; n <= privateEvents; n++ {
 		publish(private, n, bigPad)
