@@ -25,13 +25,14 @@ func nextMessage(t *testing.T, c *client.Conn, d time.Duration) protocol.Message
 	return m
 }
 
-// Two users, three devices: live delivery, echo to the sender's other
+// Two users on four devices: live delivery, echo to the sender's other
 // device (not to the sending one), receipts back to the sender, typing.
 func TestTwoUsersThreeDevices(t *testing.T) {
 	s := startServer(t)
 	alicePhone := s.dial("alice", "phone")
 	aliceLaptop := s.dial("alice", "laptop")
 	bob := s.dial("bob", "phone")
+	bobLaptop := s.dial("bob", "laptop")
 	ctx := ctxT(t, 20*time.Second)
 
 	ack, err := alicePhone.SendTo(ctx, "bob", "c1", "hi bob")
@@ -41,7 +42,7 @@ func TestTwoUsersThreeDevices(t *testing.T) {
 	if ack.Seq != 1 || ack.CMID != "c1" || ack.Conv == "" {
 		t.Fatalf("ack = %+v", ack)
 	}
-	for name, c := range map[string]*client.Conn{"bob": bob, "alice laptop": aliceLaptop} {
+	for name, c := range map[string]*client.Conn{"bob": bob, "bob laptop": bobLaptop, "alice laptop": aliceLaptop} {
 		m := nextMessage(t, c, 5*time.Second)
 		if m.Conv != ack.Conv || m.Seq != 1 || m.Body != "hi bob" || m.From != "alice" || m.Device != "phone" || m.CMID != "c1" {
 			t.Fatalf("%s got %+v", name, m)
@@ -62,11 +63,12 @@ func TestTwoUsersThreeDevices(t *testing.T) {
 	// from bob (seq 2), which the loop above checked.
 
 	// Receipts: bob's delivered and read reach alice's devices.
+	// The reader's other device sees the read too (it clears its unread).
 	for _, kind := range []string{"delivered", "read"} {
 		if err := bob.Receipt(ctx, ack.Conv, kind, 1); err != nil {
 			t.Fatal(err)
 		}
-		for _, c := range []*client.Conn{alicePhone, aliceLaptop} {
+		for _, c := range []*client.Conn{alicePhone, aliceLaptop, bobLaptop} {
 			ev, err := c.WaitFor(ctx, func(e client.Event) bool {
 				r, err := e.Receipt()
 				return err == nil && r.Kind == kind

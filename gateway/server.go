@@ -124,7 +124,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	conn, err := websocket.Accept(sb, r, opts)
 	if err != nil {
 		s.m.connects.WithLabelValues("upgrade_failed").Inc()
-		s.log.Debug("upgrade failed", "ip", ip, "err", err)
+		s.log.Info("upgrade failed", "ip", ip, "err", err)
 		return
 	}
 	// Refusals after the upgrade, so browsers see the close code.
