@@ -100,12 +100,10 @@ type Hub struct {
 
 	tracker  *presence.Tracker
 	watchers *presence.Watchers
-	marks    ownMarks
 
-	mu      sync.Mutex
-	subs    []*nats.Subscription // guarded by mu
-	started bool                 // guarded by mu: Start ran
-	closed  bool                 // guarded by mu
+	mu     sync.Mutex
+	subs   []*nats.Subscription // guarded by mu
+	closed bool                 // guarded by mu
 }
 
 // New checks cfg and builds a Hub.
@@ -157,7 +155,6 @@ func New(cfg Config) (*Hub, error) {
 	h.convs.init(cfg.MaxCachedConvs)
 	h.topics.init()
 	h.watchers = presence.NewWatchers(cfg.MaxWatches)
-	h.marks.init(h)
 	h.tracker = presence.New(presence.Config{
 		Now:      cfg.Now,
 		Coalesce: cfg.PresenceCoalesce,
@@ -183,15 +180,12 @@ func (h *Hub) Start() error {
 	}
 	h.mu.Lock()
 	h.subs = append(h.subs, sub)
-	h.started = true
 	h.mu.Unlock()
-	go h.marks.run()
 	return h.nc.Flush()
 }
 
-// Close stops the presence tracker and the watermark flusher (flushing it)
-// and unsubscribes. It does not close the store or the NATS connection,
-// which the caller owns.
+// Close stops the presence tracker and unsubscribes. It does not close the
+// store or the NATS connection, which the caller owns.
 func (h *Hub) Close() {
 	h.mu.Lock()
 	if h.closed {
@@ -201,11 +195,7 @@ func (h *Hub) Close() {
 	h.closed = true
 	subs := h.subs
 	h.subs = nil
-	started := h.started
 	h.mu.Unlock()
-	if started {
-		h.marks.close()
-	}
 	h.tracker.Close()
 	for _, s := range subs {
 		_ = s.Unsubscribe()

@@ -115,9 +115,6 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 		return protocol.Ack{}, h.storageErr("append", err)
 	}
 	st.lastSeq.Store(seq)
-	if !req.System {
-		h.marks.add(conv, sender, seq)
-	}
 
 	// Publish while still holding st.mu: messages of one conversation leave
 	// this node in seq order.
