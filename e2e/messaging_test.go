@@ -90,9 +90,14 @@ func TestTwoUsersThreeDevices(t *testing.T) {
 	if len(convs) != 1 || convs[0].LastSeq != 2 || convs[0].Last == nil || convs[0].Last.Body != "hi alice" {
 		t.Fatalf("convs = %+v", convs)
 	}
+	// Unread counts only others' messages: bob read seq 1 and sent seq 2;
+	// alice read nothing, sent seq 1, and bob's seq 2 is new to her.
 	bc, err := bob.Convs(ctx)
-	if err != nil || len(bc) != 1 || bc[0].ReadSeq != 1 || bc[0].Unread != 1 {
+	if err != nil || len(bc) != 1 || bc[0].ReadSeq != 1 || bc[0].Unread != 0 {
 		t.Fatalf("bob convs = %+v %v", bc, err)
+	}
+	if convs[0].Unread != 1 {
+		t.Fatalf("alice unread = %d, want 1", convs[0].Unread)
 	}
 
 	// Typing goes to the other user, never persisted.

@@ -368,7 +368,9 @@ func (h *Hub) Conversation(ctx context.Context, a Actor, conv string) (protocol.
 			return pc, err
 		}
 		pc.ReadSeq = cs.ReadSeq
-		pc.Unread = unread(pc.LastSeq, cs.ReadSeq)
+		if pc.Unread, err = h.unread(ctx, conv, a.User, pc.LastSeq, cs.ReadSeq); err != nil {
+			return pc, err
+		}
 	}
 	ms, err := h.store.Members(ctx, conv)
 	if err == nil {
@@ -383,11 +385,29 @@ func (h *Hub) Conversation(ctx context.Context, a Actor, conv string) (protocol.
 	return pc, nil
 }
 
-func unread(last, read uint64) uint64 {
-	if last > read {
-		return last - read
+// maxUnread caps the unread count: clients show "99+" long before.
+const maxUnread = 100
+
+// unread counts the messages after the user's read watermark that others
+// sent: a user's own messages are never unread, on any of their devices. It
+// reads at most the newest maxUnread of them; older ones beyond that are
+// counted as others' (exact when at most maxUnread messages are unread, an
+// upper bound otherwise), and the result is capped at maxUnread.
+func (h *Hub) unread(ctx context.Context, conv, user string, last, read uint64) (uint64, error) {
+	if last <= read {
+		return 0, nil
 	}
-	return 0
+	ms, err := h.store.Messages(ctx, conv, storage.Page{Before: last + 1, Limit: maxUnread})
+	if err != nil {
+		return 0, h.storageErr("messages", err)
+	}
+	n := last - read // every unread message, until proven the user's own
+	for i := range ms {
+		if ms[i].Seq > read && ms[i].Sender == user {
+			n--
+		}
+	}
+	return min(n, maxUnread), nil
 }
 
 // Conversations lists a user's conversations, most recently active first,
@@ -416,7 +436,9 @@ func (h *Hub) Conversations(ctx context.Context, user string) ([]protocol.Conver
 			return nil, err
 		}
 		pc.ReadSeq = cs.ReadSeq
-		pc.Unread = unread(last, cs.ReadSeq)
+		if pc.Unread, err = h.unread(ctx, id, user, last, cs.ReadSeq); err != nil {
+			return nil, err
+		}
 		if last > 0 {
 			ms, err := h.store.Messages(ctx, id, storage.Page{Before: last + 1, Limit: 1})
 			if err != nil {
