@@ -236,13 +236,8 @@ func (cr *chatRun) sendLoop(ctx context.Context, p *chatPair, c *client.Conn, en
 		if !at.Before(end) {
 			return
 		}
-		if dt := time.Until(at); dt > 0 {
-			t.Reset(dt)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return
-			}
+		if !waitSchedule(ctx, t, at) {
+			return
 		}
 		if time.Since(at) > lateSend {
 			cr.late.Add(1)

@@ -438,13 +438,8 @@ func (fr *fanRun) publishLoop(ctx context.Context, c *client.Conn, t0, end time.
 		if !at.Before(end) {
 			return
 		}
-		if dt := time.Until(at); dt > 0 {
-			t.Reset(dt)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return
-			}
+		if !waitSchedule(ctx, t, at) {
+			return
 		}
 		if time.Since(at) > lateSend {
 			fr.late.Add(1)

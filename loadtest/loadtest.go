@@ -396,3 +396,17 @@ func alive(conns []*client.Conn) int {
 func logf(cfg *Config, format string, args ...any) {
 	fmt.Fprintf(cfg.Log, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
 }
+
+// waitSchedule waits on t until at, a send time of an open-model schedule;
+// it reports false if ctx ended first.
+func waitSchedule(ctx context.Context, t *time.Timer, at time.Time) bool {
+	if dt := time.Until(at); dt > 0 {
+		t.Reset(dt)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return true
+}
