@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"time"
@@ -50,6 +51,13 @@ func (sess *session) readLoop() {
 			sess.bad("", protocol.Errorf(protocol.CodeBadFrame, "binary messages are not part of %s", protocol.Subprotocol))
 			continue
 		}
+		if isPong(data) {
+			// The only traffic of an idle connection: skip the JSON
+			// decoder, whose deep call stack would otherwise grow this
+			// goroutine's stack (kept until a GC shrinks it) on every
+			// heartbeat of every idle connection.
+			continue
+		}
 		err = protocol.Split(data, func(b []byte) error {
 			if perr := protocol.Decode(b, &f); perr != nil {
 				sess.bad(truncate(f.ID, protocol.MaxIDLen), perr)
@@ -72,6 +80,12 @@ func (sess *session) readLoop() {
 		}
 	}
 }
+
+var pongFrame = []byte(`{"type":"pong"}`)
+
+// isPong reports whether a websocket message is exactly one pong frame as
+// clients send it. Other spellings take the general path.
+func isPong(b []byte) bool { return bytes.Equal(bytes.TrimSpace(b), pongFrame) }
 
 func (sess *session) logReadEnd(err error) {
 	code := websocket.CloseStatus(err)
