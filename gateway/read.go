@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/coder/websocket"
@@ -37,6 +39,15 @@ func (sess *session) readLoop() {
 		sess.stopWriter()
 		_ = sess.conn.CloseNow()
 		s.m.connected.Dec()
+	}()
+	// A bug in handling one client's frame must not take the node down:
+	// log it with its stack, close that connection with CloseInternal.
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic serving a connection", "user", sess.user, "device", sess.dev, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.m.errors.WithLabelValues(protocol.CodeInternal).Inc()
+			_ = sess.conn.Close(websocket.StatusCode(protocol.CloseInternal), "internal error")
+		}
 	}()
 	var f protocol.Frame
 	for {

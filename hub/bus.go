@@ -2,6 +2,8 @@ package hub
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -197,6 +199,7 @@ func (h *Hub) publishPresence(c presence.Change) {
 
 // onBroadcast runs on the subscription's goroutine, one message at a time.
 func (h *Hub) onBroadcast(msg *nats.Msg) {
+	defer h.recoverHandler("broadcast")
 	b := msg.Data
 	if len(b) < 9 {
 		h.m.busErrors.Inc()
@@ -233,6 +236,15 @@ func (h *Hub) onBroadcast(msg *nats.Msg) {
 		h.watchers.Notify(st)
 	default:
 		h.m.busErrors.Inc()
+	}
+}
+
+// recoverHandler keeps a bug in handling one bus message from taking the
+// node down: it logs the panic with its stack and counts it.
+func (h *Hub) recoverHandler(what string) {
+	if r := recover(); r != nil {
+		h.m.busErrors.Inc()
+		h.log.Error("panic handling a bus message", "subject", what, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	}
 }
 

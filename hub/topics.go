@@ -262,6 +262,7 @@ func (h *Hub) setLast(name string, frame []byte, fromBus bool) []Session {
 // onTopic fans a topic event out to the local subscribers. Offer never
 // blocks: a slow subscriber keeps only the newest value.
 func (h *Hub) onTopic(name string, frame []byte) {
+	defer h.recoverHandler("topic")
 	for _, s := range h.setLast(name, frame, true) {
 		s.Offer("e:"+name, frame)
 	}
