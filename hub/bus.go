@@ -2,11 +2,11 @@ package hub
 
 import (
 	"context"
-	"fmt"
-	"runtime/debug"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go"
