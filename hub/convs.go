@@ -5,20 +5,16 @@ import (
 	"errors"
 	"sort"
 	"strconv"
-	"sync/atomic"
 
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/storage"
 )
 
-// groupSeq makes group ids unique within a millisecond on this node.
-var groupSeq atomic.Uint64
-
 // newGroupID returns a k-sortable group id: "g:" + base36 ms time + node-
 // random suffix, so ids sort by creation time across nodes.
 func (h *Hub) newGroupID() string {
 	ms := strconv.FormatInt(h.now().UnixMilli(), 36)
-	n := groupSeq.Add(1)
+	n := h.groupSeq.Add(1)
 	return "g:" + ms + strconv.FormatUint(h.nodeID%1296, 36) + strconv.FormatUint(n%46656, 36) + randomID(3)
 }
 

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -93,6 +94,8 @@ type Hub struct {
 	now    func() time.Time
 	m      *Metrics
 	nodeID uint64 // random per process; tags NATS traffic
+	// groupSeq makes group ids unique within a millisecond on this node.
+	groupSeq atomic.Uint64
 
 	sessions sessionMap
 	convs    convCache
