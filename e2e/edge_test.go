@@ -576,6 +576,28 @@ func TestGroupRoles(t *testing.T) {
 	if st := s.api("POST", "/v1/conversations/"+g.ID+"/members", svc, map[string]any{"users": []string{"erin"}, "as": "bob"}, &herr); st != http.StatusForbidden {
 		t.Fatalf("service as member adding: %d %+v", st, herr)
 	}
+	// Renaming: over the websocket (a member may not, the owner may) and
+	// over HTTP; members see a member frame.
+	var perr *protocol.Error
+	if err := bob.Rename(ctx, g.ID, "mine now"); !errors.As(err, &perr) || perr.Code != protocol.CodeForbidden {
+		t.Fatalf("member renaming: %v", err)
+	}
+	if err := alice.Rename(ctx, g.ID, "crew 2"); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := bob.WaitFor(ctx, func(e client.Event) bool {
+		m, err := e.Member()
+		return err == nil && m.Action == "renamed"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := ev.Member(); m.Title != "crew 2" || m.By != "alice" {
+		t.Fatalf("renamed frame = %+v", m)
+	}
+	if st := s.api("PATCH", "/v1/conversations/"+g.ID, svc, map[string]any{"title": "crew 3"}, &conv); st != 200 || conv.Title != "crew 3" {
+		t.Fatalf("rename over HTTP: %d %+v", st, conv)
+	}
 	// Re-adding the admin over the websocket leaves the role alone.
 	if err := alice.Add(ctx, g.ID, []string{"dave"}); err != nil {
 		t.Fatal(err)
@@ -583,7 +605,7 @@ func TestGroupRoles(t *testing.T) {
 	if err := alice.Leave(ctx, g.ID); err != nil {
 		t.Fatal(err)
 	}
-	ev, err := bob.WaitFor(ctx, func(e client.Event) bool {
+	ev, err = bob.WaitFor(ctx, func(e client.Event) bool {
 		m, err := e.Member()
 		return err == nil && m.Action == "role"
 	})
