@@ -46,8 +46,6 @@ func readKey(t *testing.T, dir string) []byte {
 	return key
 }
 
-func asClose(err error, ce **client.CloseError) bool { return errors.As(err, ce) }
-
 // dialCode dials with a token and returns the close code the server
 // answered with.
 func dialCode(t *testing.T, url, token string) int {
@@ -122,14 +120,8 @@ func TestTokenRefreshAndExpiry(t *testing.T) {
 		t.Fatalf("refresh as another user: %v", err)
 	}
 	short := dialURL(t, s.url(), mint(t, s.key, "bob", "p", 1*time.Second))
-	select {
-	case <-short.Done():
-	case <-ctx.Done():
-		t.Fatal("expired session not closed")
-	}
-	var ce *client.CloseError
-	if !errors.As(short.Err(), &ce) || ce.Code != protocol.CloseTokenExpired {
-		t.Fatalf("close = %v", short.Err())
+	if ce := waitClosed(t, ctx, short, "expired session not closed"); ce.Code != protocol.CloseTokenExpired {
+		t.Fatalf("close = %v", ce)
 	}
 	// The refreshed one outlived its first token.
 	if _, err := c.SendTo(ctx, "bob", "after", "refresh"); err != nil {
@@ -253,27 +245,15 @@ func TestBadInput(t *testing.T) {
 	}
 	// 120 frames over the limit in a row: the client ignores rate_limited,
 	// so the server closes it (after the queued errors) with its code.
-	select {
-	case <-c.Done():
-	case <-ctx.Done():
-		t.Fatal("persistent flooder not closed")
-	}
-	var fe *client.CloseError
-	if !errors.As(c.Err(), &fe) || fe.Code != protocol.CloseRateLimited {
-		t.Fatalf("flooder close = %v", c.Err())
+	if fe := waitClosed(t, ctx, c, "persistent flooder not closed"); fe.Code != protocol.CloseRateLimited {
+		t.Fatalf("flooder close = %v", fe)
 	}
 
 	// An oversize websocket message closes that connection with 1009.
 	big := s.dial("mallory", "p2")
 	_ = big.WriteRaw(ctx, websocket.MessageText, bytes.Repeat([]byte("x"), protocol.MaxMessage+1))
-	select {
-	case <-big.Done():
-	case <-ctx.Done():
-		t.Fatal("oversize message did not close the connection")
-	}
-	var ce *client.CloseError
-	if !errors.As(big.Err(), &ce) || ce.Code != int(websocket.StatusMessageTooBig) {
-		t.Fatalf("oversize close = %v", big.Err())
+	if ce := waitClosed(t, ctx, big, "oversize message did not close the connection"); ce.Code != int(websocket.StatusMessageTooBig) {
+		t.Fatalf("oversize close = %v", ce)
 	}
 
 	// A huge HTTP body: 413 with a JSON error.

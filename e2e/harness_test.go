@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -231,6 +232,22 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// waitClosed waits until the server closes c and returns the close it sent;
+// what names the connection in failures.
+func waitClosed(t *testing.T, ctx context.Context, c *client.Conn, what string) *client.CloseError {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-ctx.Done():
+		t.Fatal(what)
+	}
+	var ce *client.CloseError
+	if !errors.As(c.Err(), &ce) {
+		t.Fatalf("%s: no close code: %v", what, c.Err())
+	}
+	return ce
 }
 
 // child is a parley node in a separate process (the test binary re-run).

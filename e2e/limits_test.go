@@ -47,14 +47,8 @@ func TestSlowConsumerDisconnectAndResume(t *testing.T) {
 		}
 	}
 	slow.ResumeReading()
-	select {
-	case <-slow.Done():
-	case <-ctx.Done():
-		t.Fatal("slow consumer not disconnected")
-	}
-	var ce *client.CloseError
-	if !errors.As(slow.Err(), &ce) || ce.Code != protocol.CloseSlowConsumer || !ce.ShouldReconnect() {
-		t.Fatalf("close = %v", slow.Err())
+	if ce := waitClosed(t, ctx, slow, "slow consumer not disconnected"); ce.Code != protocol.CloseSlowConsumer || !ce.ShouldReconnect() {
+		t.Fatalf("close = %v", ce)
 	}
 	if v := metric(t, s, "parley_slow_consumer_disconnects_total"); v != 1 {
 		t.Fatalf("slow consumer metric = %v", v)
@@ -101,14 +95,8 @@ func TestHeartbeatAndIdleTimeout(t *testing.T) {
 	if h := live.Hello(); h.HeartbeatMS != 1000 || h.IdleMS != 3000 {
 		t.Fatalf("hello = %+v", h)
 	}
-	select {
-	case <-silent.Done():
-	case <-ctx.Done():
-		t.Fatal("silent client not closed")
-	}
-	var ce *client.CloseError
-	if !errors.As(silent.Err(), &ce) || ce.Code != protocol.CloseIdleTimeout {
-		t.Fatalf("close = %v", silent.Err())
+	if ce := waitClosed(t, ctx, silent, "silent client not closed"); ce.Code != protocol.CloseIdleTimeout {
+		t.Fatalf("close = %v", ce)
 	}
 	waitUntil(t, 10*time.Second, "pings", func() bool { return live.Pings() >= 3 })
 	select {

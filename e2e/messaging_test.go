@@ -376,14 +376,8 @@ func TestDrain(t *testing.T) {
 	if bye.ReconnectAfterMS < 0 || bye.ReconnectAfterMS > 100 {
 		t.Fatalf("bye = %+v", bye)
 	}
-	select {
-	case <-c.Done():
-	case <-ctx.Done():
-		t.Fatal("connection not closed by drain")
-	}
-	var ce *client.CloseError
-	if !asClose(c.Err(), &ce) || ce.Code != protocol.CloseShutdown {
-		t.Fatalf("close = %v", c.Err())
+	if ce := waitClosed(t, ctx, c, "connection not closed by drain"); ce.Code != protocol.CloseShutdown {
+		t.Fatalf("close = %v", ce)
 	}
 	<-done
 	if s.n.Gateway().Ready() {

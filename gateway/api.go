@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -158,22 +159,16 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, fn apiHandler)
 	return status
 }
 
+// readLimited reads a request body of at most max bytes. Only a body over
+// the limit is an error: one cut short is returned as read, and fails to
+// decode.
 func readLimited(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
-	r.Body = http.MaxBytesReader(w, r.Body, max)
-	var buf strings.Builder
-	b := make([]byte, 4096)
-	for {
-		n, err := r.Body.Read(b)
-		buf.Write(b[:n])
-		if err != nil {
-			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
-				return nil, err
-			}
-			break
-		}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, max))
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return nil, err
 	}
-	return []byte(buf.String()), nil
+	return body, nil
 }
 
 // httpStatus maps protocol error codes to HTTP statuses.
@@ -348,23 +343,14 @@ func (s *Server) apiSend(q *apiRequest) (int, any, error) {
 	if err != nil {
 		return 0, nil, err
 	}
-	if len(in.Meta) > 0 {
-		if in.Meta[0] != '{' {
-			return 0, nil, protocol.Errorf(protocol.CodeInvalid, "meta must be a JSON object")
-		}
-		var buf strings.Builder
-		var compact json.RawMessage
-		if err := json.Unmarshal(in.Meta, &compact); err == nil {
-			if b, err := json.Marshal(compact); err == nil {
-				buf.Write(b)
-			}
-		}
-		in.Meta = json.RawMessage(buf.String())
+	meta, perr := protocol.Meta(in.Meta)
+	if perr != nil {
+		return 0, nil, perr
 	}
 	if !in.System && a.User == "" {
 		return 0, nil, protocol.Errorf(protocol.CodeInvalid, "service tokens send as a user (as) or as the system (system: true)")
 	}
-	ack, err := s.hub.Send(q.ctx, a, hub.SendRequest{Conv: in.Conv, To: in.To, CMID: in.CMID, Body: in.Body, Meta: in.Meta, System: in.System})
+	ack, err := s.hub.Send(q.ctx, a, hub.SendRequest{Conv: in.Conv, To: in.To, CMID: in.CMID, Body: in.Body, Meta: meta, System: in.System})
 	status := http.StatusCreated
 	if ack.Duplicate {
 		status = http.StatusOK
@@ -386,10 +372,10 @@ func (s *Server) apiPublish(q *apiRequest) (int, any, error) {
 	if err := q.decode(&in); err != nil {
 		return 0, nil, err
 	}
-	b, err := json.Marshal(in.Data) // compacts: no raw newlines in frames
-	if err != nil || len(in.Data) == 0 {
+	if len(in.Data) == 0 {
 		return 0, nil, protocol.Errorf(protocol.CodeInvalid, "data is required")
 	}
+	b := protocol.Compact(in.Data)
 	a := hub.Actor{User: q.claims.User()}
 	if q.claims.Service {
 		a = hub.Actor{Service: true}

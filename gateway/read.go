@@ -247,7 +247,7 @@ func (sess *session) handle(f *protocol.Frame) {
 			sess.reply(protocol.Marshal(protocol.ConvsResult{Type: protocol.TypeResult, ID: f.ID, Convs: cs}))
 		}
 	case protocol.TypePing:
-		sess.reply([]byte(`{"type":"pong"}`))
+		sess.reply(pongFrame) // shared bytes, never modified
 	default:
 		err = protocol.Errorf(protocol.CodeUnknownType, "unknown frame type %q", truncate(f.Type, 32))
 	}

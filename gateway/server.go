@@ -244,17 +244,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func sessionName(id uint64) string {
-	const digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-	var b [16]byte
-	i := len(b)
-	for id > 0 || i == len(b) {
-		i--
-		b[i] = digits[id%36]
-		id /= 36
-	}
-	return "s" + string(b[i:])
-}
+func sessionName(id uint64) string { return "s" + strconv.FormatUint(id, 36) }
 
 // closeSession closes a connection with a typed reason, once, off the
 // caller's path (the close handshake may wait for a slow client).

@@ -110,7 +110,7 @@ func (s *session) Offer(key string, frame []byte) {
 
 // PresenceChanged implements presence.Watcher.
 func (s *session) PresenceChanged(st presence.Status) {
-	s.Offer("p:"+st.User, protocol.Marshal(hub.PresenceFrame(st)))
+	s.Offer(s.srv.hub.EncodedPresence(st))
 }
 
 // startWriterLocked reports whether the caller must start the writer.

@@ -348,7 +348,8 @@ func (h *Hub) Leave(ctx context.Context, a Actor, conv string) error {
 	return h.dropMembersLocked(ctx, st, a, []string{a.User}, "left")
 }
 
-// Conversation describes one conversation, with its members, to a member.
+// Conversation describes one conversation, with its members and their
+// watermarks, to a member.
 func (h *Hub) Conversation(ctx context.Context, a Actor, conv string) (protocol.Conversation, error) {
 	st, err := h.member(ctx, a, conv)
 	if err != nil {
@@ -357,25 +358,22 @@ func (h *Hub) Conversation(ctx context.Context, a Actor, conv string) (protocol.
 	st.mu.Lock()
 	c := st.conv
 	st.mu.Unlock()
-	pc := h.describe(c, st.members.Load(), a.User, st.lastSeq.Load(), true)
-	if a.User != "" {
-		cs, err := h.convState(ctx, conv, a.User, pc.LastSeq)
-		if err != nil {
-			return pc, err
-		}
-		pc.ReadSeq = cs.ReadSeq
-		if pc.Unread, err = h.unread(ctx, conv, a.User, pc.LastSeq, cs.ReadSeq); err != nil {
-			return pc, err
+	pc := h.describe(c, st.members.Load(), a.User, st.lastSeq.Load(), false)
+	ms, err := h.store.Members(ctx, conv)
+	if err != nil {
+		return pc, h.storageErr("members", err)
+	}
+	// One read gives every member's role and watermarks, the caller's too.
+	pc.Members = make([]protocol.Member, len(ms))
+	for i, m := range ms {
+		pc.Members[i] = protocol.Member{User: m.User, Role: string(m.Role), DeliveredSeq: m.DeliveredSeq, ReadSeq: m.ReadSeq}
+		if m.User == a.User {
+			pc.ReadSeq = m.ReadSeq
 		}
 	}
-	ms, err := h.store.Members(ctx, conv)
-	if err == nil {
-		for i := range pc.Members {
-			for _, m := range ms {
-				if m.User == pc.Members[i].User {
-					pc.Members[i].DeliveredSeq, pc.Members[i].ReadSeq = m.DeliveredSeq, m.ReadSeq
-				}
-			}
+	if a.User != "" {
+		if _, pc.Unread, err = h.tail(ctx, conv, a.User, pc.LastSeq, pc.ReadSeq); err != nil {
+			return pc, err
 		}
 	}
 	return pc, nil
@@ -384,18 +382,31 @@ func (h *Hub) Conversation(ctx context.Context, a Actor, conv string) (protocol.
 // maxUnread caps the unread count: clients show "99+" long before.
 const maxUnread = 100
 
-// unread counts the messages after the user's read watermark that others
-// sent: a user's own messages are never unread, on any of their devices. It
-// reads at most the newest maxUnread of them; older ones beyond that are
-// counted as others' (exact when at most maxUnread messages are unread, an
-// upper bound otherwise), and the result is capped at maxUnread.
-func (h *Hub) unread(ctx context.Context, conv, user string, last, read uint64) (uint64, error) {
-	if last <= read {
-		return 0, nil
+// tail reads the end of a conversation once for two answers: its newest
+// message (nil if it has none), and how many messages after the user's
+// read watermark others sent: a user's own messages are never unread, on
+// any of their devices. It reads at most the newest maxUnread messages;
+// older unread ones beyond that are counted as others' (exact when at most
+// maxUnread messages are unread, an upper bound otherwise), and the count
+// is capped at maxUnread.
+func (h *Hub) tail(ctx context.Context, conv, user string, last, read uint64) (*storage.Message, uint64, error) {
+	if last == 0 {
+		return nil, 0, nil
 	}
-	ms, err := h.store.Messages(ctx, conv, storage.Page{Before: last + 1, Limit: maxUnread})
+	limit := 1
+	if last > read {
+		limit = maxUnread
+	}
+	ms, err := h.store.Messages(ctx, conv, storage.Page{Before: last + 1, Limit: limit})
 	if err != nil {
-		return 0, h.storageErr("messages", err)
+		return nil, 0, h.storageErr("messages", err)
+	}
+	var newest *storage.Message
+	if len(ms) > 0 {
+		newest = &ms[len(ms)-1]
+	}
+	if last <= read {
+		return newest, 0, nil
 	}
 	n := last - read // every unread message, until proven the user's own
 	for i := range ms {
@@ -403,7 +414,7 @@ func (h *Hub) unread(ctx context.Context, conv, user string, last, read uint64) 
 			n--
 		}
 	}
-	return min(n, maxUnread), nil
+	return newest, min(n, maxUnread), nil
 }
 
 // Conversations lists a user's conversations, most recently active first,
@@ -432,18 +443,14 @@ func (h *Hub) Conversations(ctx context.Context, user string) ([]protocol.Conver
 			return nil, err
 		}
 		pc.ReadSeq = cs.ReadSeq
-		if pc.Unread, err = h.unread(ctx, id, user, last, cs.ReadSeq); err != nil {
+		newest, unread, err := h.tail(ctx, id, user, last, cs.ReadSeq)
+		if err != nil {
 			return nil, err
 		}
-		if last > 0 {
-			ms, err := h.store.Messages(ctx, id, storage.Page{Before: last + 1, Limit: 1})
-			if err != nil {
-				return nil, h.storageErr("messages", err)
-			}
-			if len(ms) == 1 {
-				pm := toProto(&ms[0])
-				pc.Last = &pm
-			}
+		pc.Unread = unread
+		if newest != nil {
+			pm := toProto(newest)
+			pc.Last = &pm
 		}
 		out = append(out, pc)
 	}

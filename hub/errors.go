@@ -1,6 +1,9 @@
 package hub
 
-import "github.com/parley-im/parley/protocol"
+import (
+	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/protocol"
+)
 
 func errInvalid(format string, args ...any) error {
 	return protocol.Errorf(protocol.CodeInvalid, format, args...)
@@ -18,24 +21,10 @@ func errUnavailable(msg string) error {
 	return &protocol.Error{Code: protocol.CodeUnavailable, Message: msg}
 }
 
-// validID reports whether s is a valid user or device id: 1..64 bytes of
-// [A-Za-z0-9._@+-]. The same rule as gateway/auth; conversation ids of 1:1
-// chats are built from user ids with ':' as separator, which ids never hold.
-func validID(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case c == '.', c == '_', c == '@', c == '+', c == '-':
-		default:
-			return false
-		}
-	}
-	return true
-}
+// validID reports whether s is a valid user or device id, by the rule the
+// whole server shares (auth.ValidID); conversation ids of 1:1 chats are built
+// from user ids with ':', which ids never hold.
+func validID(s string) bool { return auth.ValidID(s) == nil }
 
 // validConvID accepts the ids this server generates and any 1..128 byte
 // printable id without whitespace.

@@ -15,6 +15,7 @@ package hub
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -101,8 +102,9 @@ type Hub struct {
 	convs    convCache
 	topics   topicMap
 
-	tracker  *presence.Tracker
-	watchers *presence.Watchers
+	tracker      *presence.Tracker
+	watchers     *presence.Watchers
+	lastPresence atomic.Pointer[encodedPresence] // see EncodedPresence
 
 	mu     sync.Mutex
 	subs   []*nats.Subscription // guarded by mu
@@ -227,7 +229,7 @@ func (h *Hub) Unregister(s Session) {
 // SessionCount returns the number of local sessions of a user.
 func (h *Hub) SessionCount(user string) int { return h.sessions.count(user) }
 
-// ctxErr maps a context or storage error to a protocol error.
+// storageErr maps a context or storage error to a protocol error.
 func (h *Hub) storageErr(op string, err error) error {
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return errUnavailable("request cancelled or timed out")
@@ -246,9 +248,5 @@ func randomID(n int) string {
 func randomUint64() uint64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	var v uint64
-	for _, c := range b {
-		v = v<<8 | uint64(c)
-	}
-	return v
+	return binary.BigEndian.Uint64(b[:])
 }

@@ -184,25 +184,7 @@ func BenchmarkSendParallel(b *testing.B) {
 // every session, with no allocation per recipient.
 func BenchmarkDeliverLocal1000(b *testing.B) {
 	h := startHub(b)
-	ctx := context.Background()
-	members := make([]string, 999)
-	for i := range members {
-		members[i] = fmt.Sprintf("m%04d", i)
-	}
-	g, err := h.Create(ctx, Actor{User: "owner"}, "big", members)
-	if err != nil {
-		b.Fatal(err)
-	}
-	sessions := make([]*countingSession, 0, 1000)
-	for i, u := range append(members, "owner") {
-		s := &countingSession{id: uint64(i + 1), user: u, dev: "d"}
-		sessions = append(sessions, s)
-		h.Register(s)
-	}
-	if _, err := h.state(ctx, g.ID); err != nil {
-		b.Fatal(err)
-	}
-	d := &delivery{conv: g.ID, frame: []byte(`{"type":"message","conv":"g","seq":1,"body":"hi","ts":1}`)}
+	d, sessions := groupWithSessions(b, h, 1000)
 	b.ReportAllocs()
 	for b.Loop() {
 		h.deliverLocal(d)
@@ -213,29 +195,36 @@ func BenchmarkDeliverLocal1000(b *testing.B) {
 	}
 }
 
-// The node-local fan-out hands the same frame to every recipient without
-// allocating per recipient.
-func TestDeliverLocalAllocs(t *testing.T) {
-	h := startHub(t)
+// groupWithSessions creates a group of n members, each with one local
+// session, and returns a message delivery for it and the sessions.
+func groupWithSessions(tb testing.TB, h *Hub, n int) (*delivery, []*countingSession) {
+	tb.Helper()
 	ctx := context.Background()
-	members := make([]string, 99)
+	members := make([]string, n-1)
 	for i := range members {
-		members[i] = fmt.Sprintf("m%02d", i)
+		members[i] = fmt.Sprintf("m%04d", i)
 	}
-	g, err := h.Create(ctx, Actor{User: "owner"}, "g", members)
+	g, err := h.Create(ctx, Actor{User: "owner"}, "big", members)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	var sessions []*countingSession
+	sessions := make([]*countingSession, 0, n)
 	for i, u := range append(members, "owner") {
 		s := &countingSession{id: uint64(i + 1), user: u, dev: "d"}
 		sessions = append(sessions, s)
 		h.Register(s)
 	}
 	if _, err := h.state(ctx, g.ID); err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	d := &delivery{conv: g.ID, frame: []byte(`{"type":"message","conv":"g","seq":1,"body":"hi","ts":1}`)}
+	return &delivery{conv: g.ID, frame: []byte(`{"type":"message","conv":"g","seq":1,"body":"hi","ts":1}`)}, sessions
+}
+
+// The node-local fan-out hands the same frame to every recipient without
+// allocating per recipient.
+func TestDeliverLocalAllocs(t *testing.T) {
+	h := startHub(t)
+	d, sessions := groupWithSessions(t, h, 100)
 	if n := testing.AllocsPerRun(50, func() { h.deliverLocal(d) }); n != 0 {
 		t.Fatalf("deliverLocal allocates %v times per message", n)
 	}

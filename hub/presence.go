@@ -23,7 +23,7 @@ func (h *Hub) Watch(ctx context.Context, s Session, users []string) ([]protocol.
 	}
 	out := make([]protocol.Presence, 0, len(users))
 	for _, u := range users {
-		out = append(out, PresenceFrame(h.tracker.Status(u)))
+		out = append(out, presenceFrame(h.tracker.Status(u)))
 	}
 	return out, nil
 }
@@ -41,13 +41,13 @@ func (h *Hub) Presence(users []string) ([]protocol.Presence, error) {
 	}
 	out := make([]protocol.Presence, 0, len(users))
 	for _, u := range users {
-		out = append(out, PresenceFrame(h.tracker.Status(u)))
+		out = append(out, presenceFrame(h.tracker.Status(u)))
 	}
 	return out, nil
 }
 
-// PresenceFrame converts a presence status to its frame.
-func PresenceFrame(st presence.Status) protocol.Presence {
+// presenceFrame converts a presence status to its frame.
+func presenceFrame(st presence.Status) protocol.Presence {
 	p := protocol.Presence{Type: protocol.TypePresence, User: st.User, Online: st.Online, Devices: st.Devices}
 	if !st.LastSeen.IsZero() {
 		p.LastSeen = st.LastSeen.UnixMilli()
@@ -80,4 +80,25 @@ outer:
 		return protocol.Errorf(protocol.CodeForbidden, "%s shares no conversation with you", u)
 	}
 	return nil
+}
+
+// encodedPresence is one presence change encoded for all its watchers.
+type encodedPresence struct {
+	user  string
+	epoch uint64
+	key   string // the key a session keeps the change pending under
+	frame []byte
+}
+
+// EncodedPresence returns st as a presence frame, and the key under which
+// a session keeps it pending (the newest change per user wins). The watchers
+// of one change are notified one after another on the bus goroutine, so a
+// one-entry memo encodes each change once, however many watch it.
+func (h *Hub) EncodedPresence(st presence.Status) (key string, frame []byte) {
+	if e := h.lastPresence.Load(); e != nil && e.user == st.User && e.epoch == st.Epoch {
+		return e.key, e.frame
+	}
+	e := &encodedPresence{user: st.User, epoch: st.Epoch, key: "p:" + st.User, frame: protocol.Marshal(presenceFrame(st))}
+	h.lastPresence.Store(e)
+	return e.key, e.frame
 }

@@ -375,25 +375,18 @@ func (h *Hub) Receipt(ctx context.Context, a Actor, conv, kind string, seq uint6
 	if seq == 0 || seq > st.lastSeq.Load() {
 		return errInvalid("seq %d is not a message of %s", seq, conv)
 	}
-	cur, err := h.store.Member(ctx, conv, a.User)
+	raised, err := h.store.SetWatermark(ctx, conv, a.User, rk, seq)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		return errNotMember(conv)
 	case err != nil:
-		return h.storageErr("member", err)
-	}
-	if (rk == storage.ReceiptRead && seq <= cur.ReadSeq) || (rk == storage.ReceiptDelivered && seq <= cur.DeliveredSeq) {
+		return h.storageErr("set_watermark", err)
+	case !raised:
 		return nil // the watermark does not move: nothing to tell anyone
 	}
-	if err := h.store.SetWatermark(ctx, conv, a.User, rk, seq); err != nil {
-		if errors.Is(err, storage.ErrNotFound) {
-			return errNotMember(conv)
-		}
-		return h.storageErr("set_watermark", err)
-	}
-	if rk == storage.ReceiptRead && seq > cur.DeliveredSeq {
-		// Read implies delivered.
-		if err := h.store.SetWatermark(ctx, conv, a.User, storage.ReceiptDelivered, seq); err != nil {
+	if rk == storage.ReceiptRead {
+		// Read implies delivered (a no-op when delivered is ahead already).
+		if _, err := h.store.SetWatermark(ctx, conv, a.User, storage.ReceiptDelivered, seq); err != nil {
 			return h.storageErr("set_watermark", err)
 		}
 	}

@@ -114,6 +114,7 @@ func (h *Hub) Subscribe(s Session, name string) error {
 	t.list = nil
 	var err error
 	if t.ns == nil {
+		key := topicKey(name)
 		t.ns, err = h.nc.Subscribe(subjTopicPrefix+name, func(msg *nats.Msg) {
 			// Latest value wins already here: when newer events of
 			// this topic wait behind this one, only keep it as the
@@ -124,7 +125,7 @@ func (h *Hub) Subscribe(s Session, name string) error {
 				h.m.topicCoalesced.Inc()
 				return
 			}
-			h.onTopic(name, msg.Data)
+			h.onTopic(name, key, msg.Data)
 		})
 		if err == nil {
 			_ = t.ns.SetPendingLimits(1<<16, 64<<20)
@@ -140,6 +141,10 @@ func (h *Hub) Subscribe(s Session, name string) error {
 	return nil
 }
 
+// topicKey is the key of a topic's pending value in a session: one pending
+// event per topic, the newest.
+func topicKey(name string) string { return "e:" + name }
+
 // OfferLast offers s the topic's last value, if there is one.
 func (h *Hub) OfferLast(s Session, name string) {
 	sh := h.topics.shard(name)
@@ -150,7 +155,7 @@ func (h *Hub) OfferLast(s Session, name string) {
 	}
 	sh.mu.Unlock()
 	if last != nil {
-		s.Offer("e:"+name, last)
+		s.Offer(topicKey(name), last)
 	}
 }
 
@@ -261,10 +266,12 @@ func (h *Hub) setLast(name string, frame []byte, fromBus bool) []Session {
 
 // onTopic fans a topic event out to the local subscribers. Offer never
 // blocks: a slow subscriber keeps only the newest value.
-func (h *Hub) onTopic(name string, frame []byte) {
+//
+// key is topicKey(name), built once per subscription, not per recipient.
+func (h *Hub) onTopic(name, key string, frame []byte) {
 	defer h.recoverHandler("topic")
 	for _, s := range h.setLast(name, frame, true) {
-		s.Offer("e:"+name, frame)
+		s.Offer(key, frame)
 	}
 	h.m.topicEvents.Inc()
 }

@@ -229,19 +229,8 @@ func runChat(ctx context.Context, cfg *Config, r *Report) error {
 
 // sendLoop sends pair p's messages on their schedule until end.
 func (cr *chatRun) sendLoop(ctx context.Context, p *chatPair, c *client.Conn, end time.Time, max int) {
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
-	for k := 0; k < max; k++ {
-		at := cr.intended(p.idx, k)
-		if !at.Before(end) {
-			return
-		}
-		if !waitSchedule(ctx, t, at) {
-			return
-		}
-		if time.Since(at) > lateSend {
-			cr.late.Add(1)
-		}
+	intended := func(k int) time.Time { return cr.intended(p.idx, k) }
+	onSchedule(ctx, max, intended, end, &cr.late, func(k int, at time.Time) bool {
 		f := protocol.Frame{
 			Type: protocol.TypeSend,
 			ID:   strconv.Itoa(k),
@@ -251,12 +240,13 @@ func (cr *chatRun) sendLoop(ctx context.Context, p *chatPair, c *client.Conn, en
 		}
 		if err := c.WriteFrame(ctx, f); err != nil {
 			cr.sendErr.add("write")
-			return
+			return false
 		}
 		p.mu.Lock()
 		p.sent = k + 1
 		p.mu.Unlock()
-	}
+		return true
+	})
 }
 
 // drain waits until every sent message is acked (or refused) and every

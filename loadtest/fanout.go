@@ -9,7 +9,6 @@ import (
 	"io"
 	"math"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -180,24 +179,15 @@ func RunFanout(ctx context.Context, cfg Config) (*FanoutReport, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	if err := CheckFiles(cfg.Conns + 1); err != nil {
+	var fs *FanoutStats
+	r, err := measured(&cfg, cfg.Conns+1, cfg.Conns+1, func(r *Report) error {
+		var err error
+		fs, err = runFanout(ctx, &cfg, r)
+		return err
+	})
+	if r == nil {
 		return nil, err
 	}
-	r := &Report{
-		Scenario:   cfg.Scenario,
-		URL:        cfg.URL,
-		Start:      time.Now().UTC(),
-		GOMAXPROCS: runtime.GOMAXPROCS(0),
-		Conns:      cfg.Conns + 1,
-		Seed:       cfg.Seed,
-	}
-	cpu0, wall0 := cpuTime(), time.Now()
-	fs, err := runFanout(ctx, &cfg, r)
-	r.CPU = cpuUse(cpu0, cpuTime(), time.Since(wall0), r.GOMAXPROCS)
-	if r.CPU.Saturated {
-		r.Warnings = append(r.Warnings, fmt.Sprintf("the load tester used %.0f%% of its %d CPUs over the run: its latency and rate figures include its own queueing", 100*r.CPU.Utilization, r.GOMAXPROCS))
-	}
-	r.End = time.Now().UTC()
 	return &FanoutReport{Report: r, Fanout: fs}, err
 }
 
@@ -430,20 +420,9 @@ func (fr *fanRun) onPub(ev client.Event) {
 
 // publishLoop publishes on the open-model schedule t0 + k/Rate until end.
 func (fr *fanRun) publishLoop(ctx context.Context, c *client.Conn, t0, end time.Time) {
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
 	buf := make([]byte, 0, 64)
-	for k := 0; k < fr.slots; k++ {
-		at := arrival(t0, fr.cfg.Rate, int64(k))
-		if !at.Before(end) {
-			return
-		}
-		if !waitSchedule(ctx, t, at) {
-			return
-		}
-		if time.Since(at) > lateSend {
-			fr.late.Add(1)
-		}
+	sched := func(k int) time.Time { return arrival(t0, fr.cfg.Rate, int64(k)) }
+	onSchedule(ctx, fr.slots, sched, end, &fr.late, func(k int, at time.Time) bool {
 		buf = append(buf[:0], `{"seq":`...)
 		buf = strconv.AppendInt(buf, int64(k), 10)
 		buf = append(buf, `,"sent":`...)
@@ -452,10 +431,11 @@ func (fr *fanRun) publishLoop(ctx context.Context, c *client.Conn, t0, end time.
 		f := protocol.Frame{Type: protocol.TypePublish, Topic: fr.topic, Data: json.RawMessage(buf)}
 		if err := c.WriteFrame(ctx, f); err != nil {
 			fr.pubErr.add("write")
-			return
+			return false
 		}
 		fr.published.Store(int64(k + 1))
-	}
+		return true
+	})
 }
 
 // drain waits until every live subscriber has the last value (so every

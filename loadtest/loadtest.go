@@ -184,14 +184,31 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	need := cfg.Conns
+	need, conns := cfg.Conns, cfg.Conns
 	switch cfg.Scenario {
 	case "chat":
-		need = 2 * cfg.Conns
+		need, conns = 2*cfg.Conns, 2*cfg.Conns
 	case "connect":
 		need = cfg.MaxInFlight
 	}
-	if err := CheckFiles(need); err != nil {
+	return measured(&cfg, need, conns, func(r *Report) error {
+		switch cfg.Scenario {
+		case "idle":
+			return runIdle(ctx, &cfg, r)
+		case "connect":
+			return runConnect(ctx, &cfg, r)
+		case "chat":
+			return runChat(ctx, &cfg, r)
+		}
+		return nil
+	})
+}
+
+// measured runs a scenario that needs files open sockets and reports conns
+// connections: it fills in the report's common part around scenario,
+// including the tester's own CPU use and the warning when it saturated.
+func measured(cfg *Config, files, conns int, scenario func(*Report) error) (*Report, error) {
+	if err := CheckFiles(files); err != nil {
 		return nil, err
 	}
 	r := &Report{
@@ -199,22 +216,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		URL:        cfg.URL,
 		Start:      time.Now().UTC(),
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
-		Conns:      cfg.Conns,
+		Conns:      conns,
 		Seed:       cfg.Seed,
 	}
-	if cfg.Scenario == "chat" {
-		r.Conns = 2 * cfg.Conns
-	}
 	cpu0, wall0 := cpuTime(), time.Now()
-	var err error
-	switch cfg.Scenario {
-	case "idle":
-		err = runIdle(ctx, &cfg, r)
-	case "connect":
-		err = runConnect(ctx, &cfg, r)
-	case "chat":
-		err = runChat(ctx, &cfg, r)
-	}
+	err := scenario(r)
 	r.CPU = cpuUse(cpu0, cpuTime(), time.Since(wall0), r.GOMAXPROCS)
 	if r.CPU.Saturated {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("the load tester used %.0f%% of its %d CPUs over the run: its latency and rate figures include its own queueing", 100*r.CPU.Utilization, r.GOMAXPROCS))
@@ -397,16 +403,30 @@ func logf(cfg *Config, format string, args ...any) {
 	fmt.Fprintf(cfg.Log, time.Now().Format("15:04:05.000 ")+format+"\n", args...)
 }
 
-// waitSchedule waits on t until at, a send time of an open-model schedule;
-// it reports false if ctx ended first.
-func waitSchedule(ctx context.Context, t *time.Timer, at time.Time) bool {
-	if dt := time.Until(at); dt > 0 {
-		t.Reset(dt)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return false
+// onSchedule calls send(k, at) for k = 0, 1, ... < n at the open-model
+// send times at(k), until at(k) reaches end, ctx ends or send returns false,
+// counting in late the sends that left more than lateSend after their time.
+func onSchedule(ctx context.Context, n int, at func(k int) time.Time, end time.Time, late *atomic.Int64, send func(k int, at time.Time) bool) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for k := 0; k < n; k++ {
+		when := at(k)
+		if !when.Before(end) {
+			return
+		}
+		if dt := time.Until(when); dt > 0 {
+			t.Reset(dt)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if time.Since(when) > lateSend {
+			late.Add(1)
+		}
+		if !send(k, when) {
+			return
 		}
 	}
-	return true
 }

@@ -236,21 +236,30 @@ func (f *Frame) validate() *Error {
 	case f.Limit < 0:
 		return Errorf(CodeInvalid, "negative limit")
 	}
-	if len(f.Meta) > 0 {
-		if !isObject(f.Meta) {
-			return Errorf(CodeInvalid, "meta must be a JSON object")
-		}
-		f.Meta = compact(f.Meta)
+	var err *Error
+	if f.Meta, err = Meta(f.Meta); err != nil {
+		return err
 	}
-	if len(f.Data) > 0 {
-		f.Data = compact(f.Data)
-	}
+	f.Data = Compact(f.Data)
 	return nil
 }
 
-// compact strips insignificant whitespace from raw JSON that the server
-// forwards verbatim: a raw newline would split a batched websocket message.
-func compact(raw json.RawMessage) json.RawMessage {
+// Meta checks a message's meta (valid JSON, from a decoder) and returns it
+// compacted: empty, or a JSON object.
+func Meta(raw json.RawMessage) (json.RawMessage, *Error) {
+	if len(raw) == 0 {
+		return raw, nil
+	}
+	if !isObject(raw) {
+		return nil, Errorf(CodeInvalid, "meta must be a JSON object")
+	}
+	return Compact(raw), nil
+}
+
+// Compact strips insignificant whitespace from valid raw JSON that the
+// server forwards verbatim: a raw newline would split a batched websocket
+// message.
+func Compact(raw json.RawMessage) json.RawMessage {
 	if bytes.IndexAny(raw, " \t\r\n") < 0 {
 		return raw
 	}

@@ -166,10 +166,10 @@ type Store interface {
 	// LastSeq returns the highest stored seq of a conversation (0 if none).
 	LastSeq(ctx context.Context, conv string) (uint64, error)
 
-	// SetWatermark raises a member's delivered or read watermark to seq; a
-	// lower seq than the stored one is ignored. ErrNotFound if the user is
-	// not a member.
-	SetWatermark(ctx context.Context, conv, user string, kind ReceiptKind, seq uint64) error
+	// SetWatermark raises a member's delivered or read watermark to seq
+	// and reports whether it moved; a seq not above the stored one is
+	// ignored (raised is false). ErrNotFound if the user is not a member.
+	SetWatermark(ctx context.Context, conv, user string, kind ReceiptKind, seq uint64) (raised bool, err error)
 
 	// Close flushes and closes the store. Calls after Close return ErrClosed.
 	Close() error

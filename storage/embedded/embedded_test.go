@@ -59,7 +59,7 @@ func TestReopen(t *testing.T) {
 	if err := s.CreateConversation(ctx, conv, members); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SetWatermark(ctx, conv.ID, "bob", storage.ReceiptRead, 1500); err != nil {
+	if _, err := s.SetWatermark(ctx, conv.ID, "bob", storage.ReceiptRead, 1500); err != nil {
 		t.Fatal(err)
 	}
 	const n = 3000
@@ -242,7 +242,7 @@ func TestBackendSpecific(t *testing.T) {
 	if p, err := s.Messages(ctx, "c", storage.Page{Limit: -1}); err != nil || len(p) != 1 {
 		t.Errorf("Messages(Limit: -1) = %+v, %v", p, err)
 	}
-	if err := s.SetWatermark(ctx, "c", "u", "seen", 1); err == nil || errors.Is(err, storage.ErrNotFound) {
+	if _, err := s.SetWatermark(ctx, "c", "u", "seen", 1); err == nil || errors.Is(err, storage.ErrNotFound) {
 		t.Errorf("SetWatermark with an unknown kind: %v", err)
 	}
 

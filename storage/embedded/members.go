@@ -141,12 +141,12 @@ func (s *Store) UserConversations(ctx context.Context, user string) ([]string, e
 
 // SetWatermark implements storage.Store. A seq that does not raise the
 // watermark returns nil without writing (and without a sync).
-func (s *Store) SetWatermark(ctx context.Context, conv, user string, kind storage.ReceiptKind, seq uint64) error {
+func (s *Store) SetWatermark(ctx context.Context, conv, user string, kind storage.ReceiptKind, seq uint64) (bool, error) {
 	if kind != storage.ReceiptDelivered && kind != storage.ReceiptRead {
-		return fmt.Errorf("embedded: unknown receipt kind %q", kind)
+		return false, fmt.Errorf("embedded: unknown receipt kind %q", kind)
 	}
 	if err := s.enter(ctx); err != nil {
-		return err
+		return false, err
 	}
 	defer s.leave()
 
@@ -155,26 +155,29 @@ func (s *Store) SetWatermark(ctx context.Context, conv, user string, kind storag
 	defer mu.Unlock()
 	m, err := s.member(conv, user)
 	if err != nil {
-		return err
+		return false, err
 	}
 	w := &m.DeliveredSeq
 	if kind == storage.ReceiptRead {
 		w = &m.ReadSeq
 	}
 	if seq <= *w {
-		return nil
+		return false, nil
 	}
 	*w = seq
 	mv, err := encodeMember(m)
 	if err != nil {
-		return fmt.Errorf("embedded: encode member: %w", err)
+		return false, fmt.Errorf("embedded: encode member: %w", err)
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
 	if err := b.Set(memberKey(conv, user), mv, nil); err != nil {
-		return err
+		return false, err
 	}
-	return s.commit(b)
+	if err := s.commit(b); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // scan calls fn for every key with the given prefix, in key order. k and v

@@ -72,7 +72,7 @@ func testCreateExists(t *testing.T, e *env) {
 	c := storage.Conversation{ID: e.id("c"), Kind: storage.KindGroup, Title: "first", CreatedAt: ts(1)}
 	alice := storage.Member{Conv: c.ID, User: e.id("alice"), Role: storage.RoleOwner, JoinedAt: ts(1)}
 	must(t, e.s.CreateConversation(e.ctx, c, []storage.Member{alice}), "CreateConversation")
-	must(t, e.s.SetWatermark(e.ctx, c.ID, alice.User, storage.ReceiptRead, 7), "SetWatermark")
+	must(t, e.watermark(c.ID, alice.User, storage.ReceiptRead, 7), "SetWatermark")
 
 	again := storage.Conversation{ID: c.ID, Kind: storage.KindDirect, Title: "second", CreatedAt: ts(2)}
 	err := e.s.CreateConversation(e.ctx, again, []storage.Member{

@@ -40,7 +40,7 @@ func testUnusualIDs(t *testing.T, e *env) {
 			ms = append(ms, m)
 		}
 		e.append(t, ms...)
-		must(t, e.s.SetWatermark(e.ctx, conv, user, storage.ReceiptRead, uint64(i+1)), "SetWatermark")
+		must(t, e.watermark(conv, user, storage.ReceiptRead, uint64(i+1)), "SetWatermark")
 	}
 
 	for i, conv := range convs {

@@ -38,7 +38,7 @@ func testClose(t *testing.T, e *env) {
 			return err
 		},
 		"LastSeq":      func() error { _, err := e.s.LastSeq(e.ctx, conv); return err },
-		"SetWatermark": func() error { return e.s.SetWatermark(e.ctx, conv, user, storage.ReceiptRead, 1) },
+		"SetWatermark": func() error { _, err := e.s.SetWatermark(e.ctx, conv, user, storage.ReceiptRead, 1); return err },
 		"Close":        e.s.Close,
 	}
 	for name, call := range calls {

@@ -49,8 +49,8 @@ func testPutMember(t *testing.T, e *env) {
 func testPutMemberKeepsWatermarks(t *testing.T, e *env) {
 	dave := e.id("dave")
 	conv := e.group(t, "c", dave)
-	must(t, e.s.SetWatermark(e.ctx, conv, dave, storage.ReceiptDelivered, 40), "SetWatermark")
-	must(t, e.s.SetWatermark(e.ctx, conv, dave, storage.ReceiptRead, 30), "SetWatermark")
+	must(t, e.watermark(conv, dave, storage.ReceiptDelivered, 40), "SetWatermark")
+	must(t, e.watermark(conv, dave, storage.ReceiptRead, 30), "SetWatermark")
 
 	// Promote with a Member value that carries no watermarks.
 	must(t, e.s.PutMember(e.ctx, storage.Member{Conv: conv, User: dave, Role: storage.RoleAdmin, JoinedAt: ts(10)}), "PutMember")
@@ -167,8 +167,14 @@ func testWatermarkForward(t *testing.T, e *env) {
 		{storage.ReceiptDelivered, 1025, 1025, 7},
 		{storage.ReceiptRead, 1 << 40, 1025, 1 << 40},
 	}
+	var delivered, read uint64
 	for _, st := range steps {
-		must(t, e.s.SetWatermark(e.ctx, conv, hal, st.kind, st.seq), "SetWatermark")
+		raised, err := e.s.SetWatermark(e.ctx, conv, hal, st.kind, st.seq)
+		must(t, err, "SetWatermark")
+		if want := st.delivered != delivered || st.read != read; raised != want {
+			t.Fatalf("%s=%d reported raised=%v, want %v", st.kind, st.seq, raised, want)
+		}
+		delivered, read = st.delivered, st.read
 		m, err := e.s.Member(e.ctx, conv, hal)
 		must(t, err, "Member")
 		if m.DeliveredSeq != st.delivered || m.ReadSeq != st.read || m.Role != storage.RoleMember {
@@ -180,10 +186,10 @@ func testWatermarkForward(t *testing.T, e *env) {
 func testWatermarkNotMember(t *testing.T, e *env) {
 	ivy := e.id("ivy")
 	conv := e.group(t, "c", ivy)
-	wantErr(t, e.s.SetWatermark(e.ctx, conv, e.id("nobody"), storage.ReceiptRead, 1), storage.ErrNotFound, "SetWatermark(non-member)")
-	wantErr(t, e.s.SetWatermark(e.ctx, e.id("nope"), ivy, storage.ReceiptRead, 1), storage.ErrNotFound, "SetWatermark(unknown conversation)")
+	wantErr(t, e.watermark(conv, e.id("nobody"), storage.ReceiptRead, 1), storage.ErrNotFound, "SetWatermark(non-member)")
+	wantErr(t, e.watermark(e.id("nope"), ivy, storage.ReceiptRead, 1), storage.ErrNotFound, "SetWatermark(unknown conversation)")
 	must(t, e.s.RemoveMember(e.ctx, conv, ivy), "RemoveMember")
-	wantErr(t, e.s.SetWatermark(e.ctx, conv, ivy, storage.ReceiptDelivered, 9), storage.ErrNotFound, "SetWatermark(removed member)")
+	wantErr(t, e.watermark(conv, ivy, storage.ReceiptDelivered, 9), storage.ErrNotFound, "SetWatermark(removed member)")
 	// And it did not bring the membership back.
 	_, err := e.s.Member(e.ctx, conv, ivy)
 	wantErr(t, err, storage.ErrNotFound, "Member after SetWatermark on removed member")
@@ -219,7 +225,7 @@ func testWatermarkConcurrent(t *testing.T, e *env) {
 		}
 		wg.Go(func() {
 			for _, v := range plan {
-				if err := e.s.SetWatermark(e.ctx, conv, jo, kind, v); err != nil {
+				if err := e.watermark(conv, jo, kind, v); err != nil {
 					t.Errorf("SetWatermark: %v", err)
 					return
 				}

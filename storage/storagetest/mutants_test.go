@@ -118,10 +118,10 @@ func (s *putDropsWatermarks) PutMember(ctx context.Context, m storage.Member) er
 type watermarkBack struct{ storage.Store }
 
 // SetWatermark stores seq even when it is lower, by re-adding the member.
-func (s *watermarkBack) SetWatermark(ctx context.Context, conv, user string, kind storage.ReceiptKind, seq uint64) error {
+func (s *watermarkBack) SetWatermark(ctx context.Context, conv, user string, kind storage.ReceiptKind, seq uint64) (bool, error) {
 	m, err := s.Store.Member(ctx, conv, user)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if kind == storage.ReceiptRead {
 		m.ReadSeq = seq
@@ -129,9 +129,9 @@ func (s *watermarkBack) SetWatermark(ctx context.Context, conv, user string, kin
 		m.DeliveredSeq = seq
 	}
 	if err := s.Store.RemoveMember(ctx, conv, user); err != nil {
-		return err
+		return false, err
 	}
-	return s.Store.PutMember(ctx, m)
+	return true, s.Store.PutMember(ctx, m)
 }
 
 type createIgnoresExists struct{ storage.Store }

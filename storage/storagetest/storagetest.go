@@ -93,6 +93,12 @@ func (e *env) id(name string) string { return e.prefix + name }
 // keeps.
 func ts(sec int64) time.Time { return time.Unix(sec, 123_000_000).UTC() }
 
+// watermark calls SetWatermark and keeps only its error.
+func (e *env) watermark(conv, user string, kind storage.ReceiptKind, seq uint64) error {
+	_, err := e.s.SetWatermark(e.ctx, conv, user, kind, seq)
+	return err
+}
+
 func must(t *testing.T, err error, what string) {
 	t.Helper()
 	if err != nil {
