@@ -46,6 +46,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -125,6 +126,10 @@ type Options struct {
 	// ports). It needs HTTPClient's Transport to be nil or an
 	// *http.Transport, which is cloned for this dial.
 	LocalAddr net.Addr
+	// DialControl, if set, is passed to net.Dialer.Control (the load tester
+	// sets IP_BIND_ADDRESS_NO_PORT). Like LocalAddr it needs HTTPClient's
+	// Transport to be nil or an *http.Transport, which is cloned.
+	DialControl func(network, address string, c syscall.RawConn) error
 }
 
 // ErrClosed is returned by calls on a Conn closed by Close or CloseNow, and
@@ -228,7 +233,7 @@ func Dial(ctx context.Context, opts Options) (*Conn, error) {
 	if opts.Token != "" {
 		header.Set("Authorization", "Bearer "+opts.Token)
 	}
-	hc, closeIdle, err := httpClient(opts.HTTPClient, opts.LocalAddr)
+	hc, closeIdle, err := httpClient(opts.HTTPClient, opts.LocalAddr, opts.DialControl)
 	if err != nil {
 		return nil, err
 	}
@@ -362,10 +367,11 @@ func endpoint(raw string, resume bool) (string, error) {
 	return u.String(), nil
 }
 
-// httpClient returns the client for the handshake, bound to localAddr if
-// set, and a func that releases the cloned transport's idle connections.
-func httpClient(hc *http.Client, localAddr net.Addr) (*http.Client, func(), error) {
-	if localAddr == nil {
+// httpClient returns the client for the handshake, bound to localAddr and
+// dialing with control if set, and a func that releases the cloned
+// transport's idle connections.
+func httpClient(hc *http.Client, localAddr net.Addr, control func(network, address string, c syscall.RawConn) error) (*http.Client, func(), error) {
+	if localAddr == nil && control == nil {
 		return hc, nil, nil
 	}
 	var base http.RoundTripper
@@ -377,10 +383,10 @@ func httpClient(hc *http.Client, localAddr net.Addr) (*http.Client, func(), erro
 	}
 	t, ok := base.(*http.Transport)
 	if !ok {
-		return nil, nil, fmt.Errorf("client: LocalAddr needs an *http.Transport, have %T", base)
+		return nil, nil, fmt.Errorf("client: LocalAddr and DialControl need an *http.Transport, have %T", base)
 	}
 	tr := t.Clone()
-	d := &net.Dialer{LocalAddr: localAddr}
+	d := &net.Dialer{LocalAddr: localAddr, Control: control}
 	tr.DialContext = d.DialContext
 	out := &http.Client{}
 	if hc != nil {

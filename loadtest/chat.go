@@ -77,6 +77,7 @@ func (cr *chatRun) onSender(p *chatPair) func(client.Event) {
 		}
 		if ev.Type == protocol.TypeError {
 			cr.sendErr.add(head.Code)
+			cr.cfg.Recorder.Add(PrefixSendErr+head.Code, 1)
 			p.mu.Lock()
 			p.errored[k] = true
 			p.mu.Unlock()
@@ -86,6 +87,7 @@ func (cr *chatRun) onSender(p *chatPair) func(client.Event) {
 		if at.UnixNano() >= cr.measure.Load() {
 			cr.ack.record(now.Sub(at))
 		}
+		cr.cfg.Recorder.Add(CountAcked, 1)
 		p.mu.Lock()
 		p.acked[k] = true
 		p.mu.Unlock()
@@ -116,6 +118,7 @@ func (cr *chatRun) onReceiver(p *chatPair) func(client.Event) {
 		if at >= cr.measure.Load() {
 			cr.e2e.record(now.Sub(time.Unix(0, at)))
 		}
+		cr.cfg.Recorder.Add(CountReceived, 1)
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		if p.received[k] > 0 {
@@ -137,7 +140,7 @@ func runChat(ctx context.Context, cfg *Config, r *Report) error {
 	P := cfg.Conns
 	window := cfg.Warmup + cfg.Duration
 	K := int(math.Ceil(cfg.Rate*window.Seconds()/float64(P))) + 1
-	cr := &chatRun{cfg: cfg, e2e: newLatency(), ack: newLatency()}
+	cr := &chatRun{cfg: cfg, e2e: cfg.Recorder.Hist(HistE2E), ack: cfg.Recorder.Hist(HistAck)}
 	d := newDialer(cfg)
 	tokens := make([]string, 2*P)
 	for i := 0; i < P; i++ {
@@ -242,6 +245,7 @@ func (cr *chatRun) sendLoop(ctx context.Context, p *chatPair, c *client.Conn, en
 			cr.sendErr.add("write")
 			return false
 		}
+		cr.cfg.Recorder.Add(CountSent, 1)
 		p.mu.Lock()
 		p.sent = k + 1
 		p.mu.Unlock()

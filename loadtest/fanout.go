@@ -41,13 +41,6 @@ const fanDrain = 10 * time.Second
 // maxFanSlots bounds subscribers × publishes (8 bytes each in the tester).
 const maxFanSlots = 64 << 20
 
-// FanoutReport is the fanout scenario's report: the common part and the
-// fan-out figures. It marshals to one flat JSON object.
-type FanoutReport struct {
-	*Report
-	Fanout *FanoutStats `json:"fanout,omitempty"`
-}
-
 // FanoutStats is the fanout scenario's result. Latencies run from a
 // publish's intended send time (in its payload) to a subscriber's read, and
 // cover publishes intended after the warm-up.
@@ -152,6 +145,7 @@ type fanRun struct {
 	subErr    counts
 	unexp     atomic.Int64
 	stampLat  *latency
+	all, last *latency // the recorder's HistFanoutAll and HistFanoutLast
 	stamped   []atomic.Bool // by seq: ServerStamp recorded
 	measure   atomic.Int64  // unix ns: intended times from here on are measured
 	t0        time.Time     // the schedule's start; set before publishing
@@ -164,31 +158,6 @@ type fanSub struct {
 	dup     int64   // guarded by mu
 	reorder int64   // guarded by mu
 	maxSeen int     // guarded by mu; -1 before any
-}
-
-// RunFanout runs the fanout scenario (cfg.Scenario may be empty or
-// "fanout"). Run runs it too but returns only the common part of the
-// report.
-func RunFanout(ctx context.Context, cfg Config) (*FanoutReport, error) {
-	if cfg.Scenario == "" {
-		cfg.Scenario = "fanout"
-	}
-	if cfg.Scenario != "fanout" {
-		return nil, fmt.Errorf("loadtest: RunFanout with scenario %q", cfg.Scenario)
-	}
-	if err := cfg.defaults(); err != nil {
-		return nil, err
-	}
-	var fs *FanoutStats
-	r, err := measured(&cfg, cfg.Conns+1, cfg.Conns+1, func(r *Report) error {
-		var err error
-		fs, err = runFanout(ctx, &cfg, r)
-		return err
-	})
-	if r == nil {
-		return nil, err
-	}
-	return &FanoutReport{Report: r, Fanout: fs}, err
 }
 
 // fanToken mints a token for user with topic rights under fanTopicPrefix.
@@ -216,6 +185,8 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 		slots:    slots,
 		got:      make([]atomic.Int32, slots),
 		stampLat: newLatency(),
+		all:      cfg.Recorder.Hist(HistFanoutAll),
+		last:     cfg.Recorder.Hist(HistFanoutLast),
 		stamped:  make([]atomic.Bool, slots),
 	}
 	fs := &FanoutStats{Subscribers: N, Topic: fr.topic, PublishVia: "websocket", TargetRate: cfg.Rate}
@@ -323,7 +294,7 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 // subscribeAll subscribes every connection to the topic, a bounded number
 // at a time.
 func (fr *fanRun) subscribeAll(ctx context.Context, conns []*client.Conn, fs *FanoutStats) error {
-	lat := newLatency()
+	lat := fr.cfg.Recorder.Hist(HistSubscribe)
 	var errs counts
 	workers := min(256, fr.cfg.MaxInFlight, len(conns))
 	var next atomic.Int64
@@ -400,7 +371,14 @@ func (fr *fanRun) onSub(s *fanSub, stamp bool) func(client.Event) {
 		}
 		s.mu.Unlock()
 		if first {
-			fr.got[seq].Add(1)
+			fr.cfg.Recorder.Add(CountReceived, 1)
+			n := fr.got[seq].Add(1)
+			if sent >= fr.measure.Load() {
+				fr.all.record(time.Duration(d))
+				if int(n) == len(fr.subs) {
+					fr.last.record(time.Duration(d))
+				}
+			}
 		}
 		if stamp && first && sent >= fr.measure.Load() && !fr.stamped[seq].Swap(true) {
 			if ts, ok := fanField(ev.Raw, `,"ts":`); ok {
@@ -434,6 +412,7 @@ func (fr *fanRun) publishLoop(ctx context.Context, c *client.Conn, t0, end time.
 			return false
 		}
 		fr.published.Store(int64(k + 1))
+		fr.cfg.Recorder.Add(CountSent, 1)
 		return true
 	})
 }
@@ -675,13 +654,9 @@ func cpuTimeOf(pid int) (time.Duration, error) {
 
 func sleepUntil(ctx context.Context, t time.Time) { sleep(ctx, time.Until(t)) }
 
-// WriteSummary writes a compact human summary: the common part, the
-// fan-out figures, then the warnings.
-func (r *FanoutReport) WriteSummary(w io.Writer) {
-	base := *r.Report
-	base.Warnings = nil
-	base.WriteSummary(w)
-	if f := r.Fanout; f != nil {
+// writeFanout writes the fan-out part of the human summary.
+func writeFanout(w io.Writer, f *FanoutStats) {
+	{
 		fmt.Fprintf(w, "  fanout: %d subscribers on %s, publish via %s, target %.1f/s, achieved %.1f/s; published %d (measured %d), late %d\n",
 			f.Subscribers, f.Topic, f.PublishVia, f.TargetRate, f.AchievedRate, f.Published, f.Measured, f.LateSends)
 		fmt.Fprintf(w, "  subscribe: all in %.2f s", f.SubscribeSeconds)
@@ -711,8 +686,5 @@ func (r *FanoutReport) WriteSummary(w io.Writer) {
 				fmt.Fprintf(w, "  %s CPU (measured window): %.2f cores avg, %.2f peak 1 s (%.1f s over %.1f s)\n", c.name, c.c.Cores, c.c.PeakCores, c.c.Seconds, c.c.WallSeconds)
 			}
 		}
-	}
-	for _, s := range r.Warnings {
-		fmt.Fprintf(w, "  WARNING: %s\n", s)
 	}
 }

@@ -16,7 +16,7 @@ func TestFanout(t *testing.T) {
 	cfg.Duration = 2 * time.Second
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	r, err := RunFanout(ctx, cfg)
+	r, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +89,17 @@ func TestFanout(t *testing.T) {
 	}
 	if err := json.Unmarshal(b, &flat); err != nil || flat.Scenario != "fanout" || flat.Conns != 51 || flat.Fanout.Received != f.Received {
 		t.Errorf("json %s: %+v %v", b, flat, err)
+	}
+	// The recorder saw the same deliveries as the per-subscriber books, and
+	// a completion time for every complete measured publish.
+	if got := r.Counters[CountReceived]; got != f.Received {
+		t.Errorf("recorder counted %d received, books %d", got, f.Received)
+	}
+	if got := r.Metrics[HistFanoutLast].Count; got != f.LastMember.Count {
+		t.Errorf("recorder has %d fan-out completions, books %d", got, f.LastMember.Count)
+	}
+	if r.Version != ReportVersion || len(r.Timeline) < 2 {
+		t.Errorf("report version %d, %d intervals", r.Version, len(r.Timeline))
 	}
 }
 

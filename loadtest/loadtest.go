@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,57 +22,155 @@ import (
 
 // Config describes one run. Zero values mean the documented defaults.
 type Config struct {
-	URL      string // server base URL, e.g. ws://127.0.0.1:8080; required
-	Key      []byte // HS256 dev key the server accepts; required
-	Scenario string // "idle", "connect", "chat" or "fanout"; required
+	URL string // server base URL, e.g. ws://127.0.0.1:8080; required unless URLs is set
+	// URLs are several servers (gateways), used round robin per connection.
+	// Empty means URL alone.
+	URLs     []string
+	Key      []byte // HS256 key the server accepts, to mint tokens; required unless TokensFile is set
+	Scenario string // Scenarios lists them; required
 
-	// Conns is the number of connections (idle), of pairs (chat: 2×Conns
-	// connections) or of subscribers (fanout: plus one publisher).
-	// Default 100.
+	// Conns is the number of connections (idle, presence, storm), of pairs
+	// (chat: 2×Conns connections), of group members (group) or of
+	// subscribers (fanout: plus one publisher). Default 100.
 	Conns int
-	// Rate is messages per second over all senders (chat; default 1000)
-	// or publishes per second (fanout; default 10).
+	// Rate is messages per second over all senders (chat, group; default
+	// 1000) or publishes per second (fanout; default 10).
 	Rate float64
-	// ConnectRate is the scheduled connect rate for idle and chat set-up,
-	// connections per second. Default 1000.
+	// ConnectRate is the scheduled connect rate for setting up
+	// connections, connections per second. Default 1000.
 	ConnectRate float64
+	// Arrival is the connection arrival process: "constant" (default:
+	// evenly spaced), "poisson" (exponential gaps with the same mean) or
+	// "ramp" (the rate rises linearly from 0 to ConnectRate over Ramp, then
+	// stays). Messages follow MsgArrival, "constant" or "poisson".
+	Arrival    string
+	MsgArrival string
+	Ramp       time.Duration
+	// Model is "open" (default: sends leave at scheduled times whatever the
+	// replies do) or "closed" (each sender waits for its ack, then Think,
+	// before its next send; Rate is then not a schedule but a cap).
+	Model string
+	Think time.Duration
 	// Steps are the connect scenario's target rates. Default 1000, 2000,
 	// 4000, 8000, 12000.
 	Steps []float64
 	// StepDuration is each connect step's length. Default 3 s.
 	StepDuration time.Duration
 	// Duration is how long idle holds its connections after they are all
-	// up, and how long chat measures after Warmup. Default 10 s.
+	// up, and how long the message scenarios measure after Warmup.
+	// Default 10 s.
 	Duration time.Duration
-	// Warmup is chat's unmeasured lead-in. Default 2 s; negative means none.
+	// Warmup is the unmeasured lead-in. Default 2 s; negative means none.
 	Warmup time.Duration
 	// Settle is the pause after the last connect before memory is read
 	// (idle). Default 3 s; negative means none.
 	Settle time.Duration
+	// GroupSize is the members per group (group scenario). Default 10.
+	GroupSize int
+	// BodySize pads message bodies to this many bytes (chat, group).
+	// Default 0: the measurement stamp alone (~30 bytes).
+	BodySize int
+	// ChurnRate is presence churn: connections dropped and reopened per
+	// second (presence; default 10% of Conns per second).
+	ChurnRate float64
+	// KillPercent is the share of connections the reconnect storm cuts at
+	// once (storm; default 50).
+	KillPercent float64
+	// Client is "lean" (epoll, no goroutine per connection; default for
+	// idle) or "full" (package client, one read goroutine each).
+	Client string
 	// SourceAddrs are the local addresses to dial from, round robin. Empty
 	// means the kernel's choice.
 	SourceAddrs []netip.Addr
-	// ServerPID, if set, is the server process whose VmRSS is read.
-	ServerPID int
-	// Seed makes user ids of different runs distinct (and runs repeatable).
+	// TokensFile, if set, holds one JWT per line (user from its sub
+	// claim), used instead of minting.
+	TokensFile string
+	// ServerPID, if set, is the server process whose VmRSS and CPU are
+	// read; ServerPIDs several (a cluster on this machine).
+	ServerPID  int
+	ServerPIDs []int
+	// Seed makes user ids, conversation assignment, payloads and jitter
+	// reproducible; runs with different seeds use different users.
 	Seed int64
+	// Agent and Agents split a distributed run: this process is agent
+	// Agent (from 0) of Agents and runs its share of connections and
+	// senders, with user ids that do not collide with the others'.
+	Agent, Agents int
+	// StartAt, if set, is when the run's schedule starts (agents start
+	// together); connections are opened from then on.
+	StartAt time.Time
 	// MaxInFlight caps connection attempts in flight. Default 2000.
 	MaxInFlight int
+	// Recorder, if set, receives the run's measurements (the command
+	// serves it to Prometheus and prints live progress from it); nil
+	// means a private one.
+	Recorder *Recorder
 	// Log receives progress lines; nil discards them.
 	Log io.Writer
+
+	live *liveConns // set by measured
 }
 
+// Version is the build's version, for reports (the command sets it).
+var Version = "dev"
+
+// Scenarios are the scenario names Config.Scenario accepts.
+var Scenarios = []string{"idle", "connect", "chat", "group", "fanout", "presence", "storm"}
+
 func (c *Config) defaults() error {
-	if c.URL == "" {
+	if len(c.URLs) == 0 && c.URL != "" {
+		c.URLs = []string{c.URL}
+	}
+	if len(c.URLs) == 0 {
 		return errors.New("loadtest: URL is required")
 	}
-	if len(c.Key) == 0 {
-		return errors.New("loadtest: Key is required")
+	if c.URL == "" {
+		c.URL = c.URLs[0]
 	}
-	switch c.Scenario {
-	case "idle", "connect", "chat", "fanout":
-	default:
-		return fmt.Errorf("loadtest: scenario %q: want idle, connect, chat or fanout", c.Scenario)
+	if len(c.Key) == 0 && c.TokensFile == "" {
+		return errors.New("loadtest: Key or TokensFile is required")
+	}
+	if c.Agents <= 0 {
+		c.Agents = 1
+	}
+	if c.Agent < 0 || c.Agent >= c.Agents {
+		return fmt.Errorf("loadtest: agent %d of %d", c.Agent, c.Agents)
+	}
+	if c.Arrival == "" {
+		c.Arrival = "constant"
+	}
+	if c.MsgArrival == "" {
+		c.MsgArrival = "constant"
+	}
+	if c.Model == "" {
+		c.Model = "open"
+	}
+	if c.Model != "open" && c.Model != "closed" {
+		return fmt.Errorf("loadtest: model %q: want open or closed", c.Model)
+	}
+	if c.GroupSize <= 0 {
+		c.GroupSize = 10
+	}
+	if c.KillPercent <= 0 {
+		c.KillPercent = 50
+	}
+	if c.KillPercent > 100 {
+		return fmt.Errorf("loadtest: kill percent %v is over 100", c.KillPercent)
+	}
+	if c.Client == "" {
+		c.Client = "full"
+		if c.Scenario == "idle" {
+			c.Client = "lean"
+		}
+	}
+	if c.Client != "lean" && c.Client != "full" {
+		return fmt.Errorf("loadtest: client %q: want lean or full", c.Client)
+	}
+	if c.Recorder == nil {
+		c.Recorder = NewRecorder(time.Now())
+	}
+	if !slices.Contains(Scenarios, c.Scenario) {
+		return fmt.Errorf("loadtest: scenario %q: want one of %s", c.Scenario, strings.Join(Scenarios, ", "))
 	}
 	if c.Conns <= 0 {
 		c.Conns = 100
@@ -171,16 +270,8 @@ func ParseAddrRange(s string) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// Run runs cfg's scenario until it ends or ctx is cancelled. For fanout it
-// returns only the common part of the report; RunFanout returns all of it.
+// Run runs cfg's scenario until it ends or ctx is cancelled.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
-	if cfg.Scenario == "fanout" {
-		fr, err := RunFanout(ctx, cfg)
-		if fr == nil {
-			return nil, err
-		}
-		return fr.Report, err
-	}
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
@@ -190,6 +281,8 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		need, conns = 2*cfg.Conns, 2*cfg.Conns
 	case "connect":
 		need = cfg.MaxInFlight
+	case "fanout":
+		need, conns = cfg.Conns+1, cfg.Conns+1
 	}
 	return measured(&cfg, need, conns, func(r *Report) error {
 		switch cfg.Scenario {
@@ -199,6 +292,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			return runConnect(ctx, &cfg, r)
 		case "chat":
 			return runChat(ctx, &cfg, r)
+		case "fanout":
+			fs, err := runFanout(ctx, &cfg, r)
+			r.Fanout = fs
+			return err
 		}
 		return nil
 	})
@@ -211,7 +308,14 @@ func measured(cfg *Config, files, conns int, scenario func(*Report) error) (*Rep
 	if err := CheckFiles(files); err != nil {
 		return nil, err
 	}
+	rec := cfg.Recorder
+	cfg.live = &liveConns{rec: rec}
+	rec.Gauge(GaugeOpen, cfg.live.open)
+	rec.Gauge(GaugeTarget, func() int64 { return int64(conns) })
+	rec.Run()
+	stopSweep := cfg.live.sweepEvery(500 * time.Millisecond)
 	r := &Report{
+		Tool:       "parley loadtest " + Version,
 		Scenario:   cfg.Scenario,
 		URL:        cfg.URL,
 		Start:      time.Now().UTC(),
@@ -221,6 +325,9 @@ func measured(cfg *Config, files, conns int, scenario func(*Report) error) (*Rep
 	}
 	cpu0, wall0 := cpuTime(), time.Now()
 	err := scenario(r)
+	stopSweep()
+	rec.Stop()
+	rec.fill(r)
 	r.CPU = cpuUse(cpu0, cpuTime(), time.Since(wall0), r.GOMAXPROCS)
 	if r.CPU.Saturated {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("the load tester used %.0f%% of its %d CPUs over the run: its latency and rate figures include its own queueing", 100*r.CPU.Utilization, r.GOMAXPROCS))
@@ -317,10 +424,18 @@ func (d *dialer) openAll(ctx context.Context, n int, rate float64, tokens []stri
 				kind := errKind(err)
 				res.errs.add(kind)
 				res.samples.LoadOrStore(kind, err.Error())
+				d.cfg.Recorder.Add(PrefixConnErr+kind, 1)
 				return
 			}
 			now := time.Now()
 			res.lat.record(now.Sub(at))
+			d.cfg.Recorder.Hist(HistConnect).record(now.Sub(at))
+			if keep {
+				d.cfg.live.add(c)
+			} else {
+				d.cfg.Recorder.Add(CountConnOK, 1)
+				d.cfg.Recorder.Add(CountConnClose, 1)
+			}
 			res.ok.Add(1)
 			last.Store(now.UnixNano())
 			if keep {
@@ -429,4 +544,76 @@ func onSchedule(ctx context.Context, n int, at func(k int) time.Time, end time.T
 			return
 		}
 	}
+}
+
+// liveConns tracks a run's established connections of package client, so
+// that connections the server closes are counted by close code while the
+// run goes on.
+type liveConns struct {
+	rec    *Recorder
+	mu     sync.Mutex
+	conns  []*client.Conn // guarded by mu; still open at the last sweep
+	opened atomic.Int64
+	closed atomic.Int64
+}
+
+func (l *liveConns) add(c *client.Conn) {
+	l.opened.Add(1)
+	l.rec.Add(CountConnOK, 1)
+	l.mu.Lock()
+	l.conns = append(l.conns, c)
+	l.mu.Unlock()
+}
+
+// closedOne counts a connection that ended; err is why (nil or
+// client.ErrClosed: the load tester closed it).
+func (l *liveConns) closedOne(err error) {
+	l.closed.Add(1)
+	l.rec.Add(CountConnClose, 1)
+	if err != nil && !errors.Is(err, client.ErrClosed) {
+		l.rec.Add(PrefixClose+errKind(err), 1)
+	}
+}
+
+func (l *liveConns) open() int64 { return l.opened.Load() - l.closed.Load() }
+
+// sweep counts and forgets the connections that ended since the last one.
+func (l *liveConns) sweep() {
+	l.mu.Lock()
+	keep := l.conns[:0]
+	var ended []error
+	for _, c := range l.conns {
+		if err := c.Err(); err != nil {
+			ended = append(ended, err)
+			continue
+		}
+		keep = append(keep, c)
+	}
+	clear(l.conns[len(keep):])
+	l.conns = keep
+	l.mu.Unlock()
+	for _, err := range ended {
+		l.closedOne(err)
+	}
+}
+
+// sweepEvery sweeps every d until the returned stop is called (which
+// sweeps once more).
+func (l *liveConns) sweepEvery(d time.Duration) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				l.sweep()
+			case <-quit:
+				l.sweep()
+				return
+			}
+		}
+	}()
+	return func() { close(quit); <-done }
 }

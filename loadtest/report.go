@@ -8,8 +8,14 @@ import (
 	"time"
 )
 
-// Report is a run's result; it marshals to the --json report.
+// ReportVersion is the version of the JSON report's layout. It changes when
+// a field changes meaning or goes away; new fields do not change it.
+const ReportVersion = 1
+
+// Report is a run's result; it marshals to the versioned JSON report.
 type Report struct {
+	Version    int       `json:"version"` // ReportVersion
+	Tool       string    `json:"tool"`    // "parley loadtest" and the build's version
 	Scenario   string    `json:"scenario"`
 	URL        string    `json:"url"`
 	Start      time.Time `json:"start"`
@@ -30,10 +36,27 @@ type Report struct {
 	// LastMet is the highest target rate a step met (connect), 0 if none.
 	LastMet float64 `json:"last_met_rate,omitempty"`
 
-	Chat *ChatStats `json:"chat,omitempty"`
+	Chat   *ChatStats   `json:"chat,omitempty"`
+	Fanout *FanoutStats `json:"fanout,omitempty"`
+	// Group, Presence and Storm are the group, presence and reconnect
+	// scenarios' results.
+	Group    *GroupStats    `json:"group,omitempty"`
+	Presence *PresenceStats `json:"presence,omitempty"`
+	Storm    *StormStats    `json:"storm,omitempty"`
+
+	// Metrics holds every histogram's distribution over the measured part
+	// of the run (HistConnect, HistE2E, ...); Counters every counter's
+	// total; Timeline the run second by second.
+	Metrics  map[string]Percentiles `json:"metrics"`
+	Counters map[string]int64       `json:"counters"`
+	Timeline []Interval             `json:"timeline"`
+	// Agents holds each agent's own report in a distributed run.
+	Agents []*Report `json:"agents,omitempty"`
 
 	CPU      CPU      `json:"tester_cpu"`
 	Warnings []string `json:"warnings,omitempty"`
+	// SLO holds the --slo thresholds and whether each held.
+	SLO []SLOResult `json:"slo,omitempty"`
 }
 
 // ConnectStats describes a batch of scheduled connection attempts.
@@ -134,6 +157,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 		}
 		writePct(w, "end-to-end", c.EndToEnd)
 		writePct(w, "send->ack ", c.Ack)
+	}
+	if r.Fanout != nil {
+		writeFanout(w, r.Fanout)
 	}
 	fmt.Fprintf(w, "  tester CPU: %.1f s over %.1f s wall (%.0f%% of %d CPUs)\n", r.CPU.Seconds, r.CPU.WallSeconds, 100*r.CPU.Utilization, r.GOMAXPROCS)
 	for _, s := range r.Warnings {

@@ -1,0 +1,4 @@
+package loadtest
+
+// StormStats is the reconnect storm scenario's result.
+type StormStats struct{}
