@@ -546,6 +546,12 @@ func onSchedule(ctx context.Context, n int, at func(k int) time.Time, end time.T
 	}
 }
 
+// share returns this agent's part [lo, hi) of n items (connections,
+// pairs, members) split evenly over the agents.
+func (c *Config) share(n int) (lo, hi int) {
+	return n * c.Agent / c.Agents, n * (c.Agent + 1) / c.Agents
+}
+
 // liveConns tracks a run's established connections of package client, so
 // that connections the server closes are counted by close code while the
 // run goes on.

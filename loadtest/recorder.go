@@ -30,6 +30,13 @@ const (
 	CountAcked     = "acked"
 	CountReceived  = "received"
 	CountLate      = "late_sends"
+	// Delivery bookkeeping, added by each scenario at its end: messages
+	// that should have been received (acked × recipients), and those lost
+	// (acked, never received), duplicated and received out of order.
+	CountExpected  = "expected"
+	CountLost      = "lost"
+	CountDup       = "duplicated"
+	CountReordered = "reordered"
 	// Prefixes of counters by kind: connect errors by kind (timeout,
 	// refused, addr_not_available, http_429, close_4500, ...), close codes
 	// of established connections, error codes in replies.

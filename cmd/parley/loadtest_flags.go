@@ -1,0 +1,130 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/loadtest"
+)
+
+// loadtestFlags are the flags that describe a run, shared by loadtest and
+// its coordinator.
+type loadtestFlags struct {
+	url, dataDir, key, tokensFile, scenario, steps, srcAddrs, serverPIDs *string
+	arrival, msgArrival, model, client                                    *string
+	conns, inflight, groupSize, bodySize                                  *int
+	rate, connectRate, churnRate, killPercent                             *float64
+	stepDur, duration, warmup, settle, ramp, think                        *time.Duration
+	seed                                                                  *int64
+}
+
+func addLoadtestFlags(fs *flag.FlagSet) *loadtestFlags {
+	return &loadtestFlags{
+		url:         fs.String("url", "ws://127.0.0.1:8080", "server base URL; a comma-separated list spreads connections over several gateways"),
+		dataDir:     fs.String("data-dir", "./data", "the server's data directory, for its dev signing key (tokens are minted with it)"),
+		key:         fs.String("key-file", "", "file holding the HS256 signing key the server accepts (instead of the data directory's dev key)"),
+		tokensFile:  fs.String("tokens-file", "", "file of JWTs, one per line, used instead of minting tokens"),
+		scenario:    fs.String("scenario", "idle", strings.Join(loadtest.Scenarios, ", ")),
+		conns:       fs.Int("conns", 100, "idle, presence, storm: connections; chat: pairs (two connections each); group: members; fanout: subscribers (plus one publisher)"),
+		rate:        fs.Float64("rate", 0, "idle: connect rate (conn/s, default 1000); chat, group: messages/s over all senders (default 1000); fanout: publishes/s (default 10)"),
+		connectRate: fs.Float64("connect-rate", 1000, "connect rate while setting up (conn/s)"),
+		arrival:     fs.String("arrival", "constant", "connection arrivals: constant, poisson or ramp"),
+		ramp:        fs.Duration("ramp", 10*time.Second, "arrival ramp: time to reach the connect rate"),
+		msgArrival:  fs.String("msg-arrival", "constant", "message arrivals: constant or poisson"),
+		model:       fs.String("model", "open", "open (scheduled sends, latency from the intended time) or closed (each sender waits for its ack)"),
+		think:       fs.Duration("think", 0, "closed model: pause between an ack and the next send"),
+		steps:       fs.String("steps", "1000,2000,4000,8000,12000", "connect: target conn/s of each step"),
+		stepDur:     fs.Duration("step-duration", 3*time.Second, "connect: length of each step"),
+		duration:    fs.Duration("duration", 10*time.Second, "idle: hold time after connecting; others: measured time after warm-up"),
+		warmup:      fs.Duration("warmup", 2*time.Second, "unmeasured lead-in"),
+		settle:      fs.Duration("settle", 3*time.Second, "idle: pause after the last connect before reading memory"),
+		groupSize:   fs.Int("group-size", 10, "group: members per group"),
+		bodySize:    fs.Int("body-size", 0, "chat, group: pad message bodies to this many bytes"),
+		churnRate:   fs.Float64("churn-rate", 0, "presence: connections dropped and reopened per second (default 10% of --conns)"),
+		killPercent: fs.Float64("kill-percent", 50, "storm: share of connections cut at once"),
+		client:      fs.String("client", "", "lean (epoll, no goroutine per socket; default for idle) or full"),
+		srcAddrs:    fs.String("source-addrs", "", "local addresses to dial from, e.g. 127.0.0.2-127.0.0.50 (empty: kernel's choice)"),
+		serverPIDs:  fs.String("server-pid", "", "server process id(s), comma-separated, to read their VmRSS and CPU use"),
+		seed:        fs.Int64("seed", 0, "makes users, conversations, payloads and jitter reproducible (0: time based)"),
+		inflight:    fs.Int("max-inflight", 2000, "connection attempts in flight at most"),
+	}
+}
+
+// config turns the flags into a loadtest.Config (without Log).
+func (f *loadtestFlags) config() (loadtest.Config, error) {
+	cfg := loadtest.Config{
+		Scenario: *f.scenario, Conns: *f.conns, ConnectRate: *f.connectRate,
+		Arrival: *f.arrival, Ramp: *f.ramp, MsgArrival: *f.msgArrival, Model: *f.model, Think: *f.think,
+		StepDuration: *f.stepDur, Duration: *f.duration, Warmup: *f.warmup, Settle: *f.settle,
+		GroupSize: *f.groupSize, BodySize: *f.bodySize, ChurnRate: *f.churnRate, KillPercent: *f.killPercent,
+		Client: *f.client, TokensFile: *f.tokensFile, Seed: *f.seed, MaxInFlight: *f.inflight,
+	}
+	for _, u := range strings.Split(*f.url, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.URLs = append(cfg.URLs, u)
+		}
+	}
+	if cfg.TokensFile == "" {
+		var err error
+		if *f.key != "" {
+			cfg.Key, err = os.ReadFile(*f.key)
+			cfg.Key = []byte(strings.TrimSpace(string(cfg.Key)))
+		} else {
+			cfg.Key, err = auth.LoadOrCreateDevKey(*f.dataDir)
+		}
+		if err != nil {
+			return cfg, err
+		}
+	}
+	if *f.warmup == 0 {
+		cfg.Warmup = -1
+	}
+	if *f.settle == 0 {
+		cfg.Settle = -1
+	}
+	if *f.rate > 0 {
+		if cfg.Scenario == "idle" {
+			cfg.ConnectRate = *f.rate
+		} else {
+			cfg.Rate = *f.rate
+		}
+	}
+	if cfg.Seed == 0 {
+		cfg.Seed = time.Now().Unix()
+	}
+	for _, s := range strings.Split(*f.steps, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil || v <= 0 {
+			return cfg, fmt.Errorf("bad --steps value %q", s)
+		}
+		cfg.Steps = append(cfg.Steps, v)
+	}
+	for _, s := range strings.Split(*f.serverPIDs, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		pid, err := strconv.Atoi(s)
+		if err != nil || pid <= 0 {
+			return cfg, fmt.Errorf("bad --server-pid value %q", s)
+		}
+		cfg.ServerPIDs = append(cfg.ServerPIDs, pid)
+	}
+	if len(cfg.ServerPIDs) > 0 {
+		cfg.ServerPID = cfg.ServerPIDs[0]
+	}
+	if *f.srcAddrs != "" {
+		var err error
+		if cfg.SourceAddrs, err = loadtest.ParseAddrRange(*f.srcAddrs); err != nil {
+			return cfg, err
+		}
+	}
+	return cfg, nil
+}
