@@ -224,6 +224,11 @@ func runChat(ctx context.Context, cfg *Config, r *Report) error {
 	c.EndToEnd = cr.e2e.percentiles()
 	c.Ack = cr.ack.percentiles()
 	r.Chat = c
+	rec := cfg.Recorder
+	rec.Add(CountExpected, c.Acked) // one recipient device per message
+	rec.Add(CountLost, c.Lost)
+	rec.Add(CountDup, c.Duplicated)
+	rec.Add(CountReordered, c.Reordered)
 	if dead := 2*P - alive(res.conns); dead > 0 {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("%d connections ended during the run", dead))
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/protocol"
 )
 
 // Config describes one run. Zero values mean the documented defaults.
@@ -355,22 +356,51 @@ func (d *dialer) token(user, device string, ttl time.Duration) (string, error) {
 }
 
 func (d *dialer) dial(ctx context.Context, tok string, onEvent func(client.Event)) (*client.Conn, error) {
+	if onEvent == nil {
+		onEvent = func(client.Event) {}
+	}
+	p := &pinger{rtt: d.cfg.Recorder.Hist(HistPing)}
 	opts := client.Options{
-		URL:         d.cfg.URL,
 		Token:       tok,
 		DialTimeout: 15 * time.Second,
-		OnEvent:     onEvent,
-		QueueSize:   1,
+		OnEvent: func(ev client.Event) {
+			if ev.Type == protocol.TypePong {
+				p.pong()
+				return
+			}
+			onEvent(ev)
+		},
+		QueueSize: 1,
 	}
-	if onEvent == nil {
-		opts.OnEvent = func(client.Event) {}
-	}
+	k := int(d.next.Add(1) - 1)
+	opts.URL = d.cfg.URLs[k%len(d.cfg.URLs)]
 	if n := len(d.cfg.SourceAddrs); n > 0 {
-		a := d.cfg.SourceAddrs[int(d.next.Add(1)-1)%n]
+		a := d.cfg.SourceAddrs[k%n]
 		opts.LocalAddr = &net.TCPAddr{IP: a.AsSlice()}
 	}
-	return client.Dial(ctx, opts)
+	c, err := client.Dial(ctx, opts)
+	if err == nil && d.cfg.live != nil {
+		d.cfg.live.pingers.Store(c, p)
+	}
+	return c, err
 }
+
+// pinger measures one connection's ping round trip: the server answers a
+// client's ping with a pong that carries no id, so a connection has at
+// most one ping in flight and the next pong answers it.
+type pinger struct {
+	rtt    *latency
+	sentAt atomic.Int64 // unix ns of the ping in flight, 0 if none
+}
+
+func (p *pinger) pong() {
+	if at := p.sentAt.Swap(0); at != 0 {
+		p.rtt.record(time.Duration(time.Now().UnixNano() - at))
+	}
+}
+
+// pingSample is how many connections are pinged per second at most.
+const pingSample = 50
 
 // openResult is the outcome of openAll.
 type openResult struct {
@@ -556,11 +586,14 @@ func (c *Config) share(n int) (lo, hi int) {
 // that connections the server closes are counted by close code while the
 // run goes on.
 type liveConns struct {
-	rec    *Recorder
-	mu     sync.Mutex
-	conns  []*client.Conn // guarded by mu; still open at the last sweep
-	opened atomic.Int64
-	closed atomic.Int64
+	rec   *Recorder
+	mu    sync.Mutex
+	conns []*client.Conn // guarded by mu; still open at the last sweep
+	next  int            // guarded by mu; where the next ping sample starts
+	// pingers maps a *client.Conn to its *pinger.
+	pingers sync.Map
+	opened  atomic.Int64
+	closed  atomic.Int64
 }
 
 func (l *liveConns) add(c *client.Conn) {
@@ -588,9 +621,11 @@ func (l *liveConns) sweep() {
 	l.mu.Lock()
 	keep := l.conns[:0]
 	var ended []error
+	var endedConns []*client.Conn
 	for _, c := range l.conns {
 		if err := c.Err(); err != nil {
 			ended = append(ended, err)
+			endedConns = append(endedConns, c)
 			continue
 		}
 		keep = append(keep, c)
@@ -598,8 +633,42 @@ func (l *liveConns) sweep() {
 	clear(l.conns[len(keep):])
 	l.conns = keep
 	l.mu.Unlock()
+	for _, c := range endedConns {
+		l.pingers.Delete(c)
+	}
 	for _, err := range ended {
 		l.closedOne(err)
+	}
+}
+
+// ping sends a ping on up to pingSample connections, taking turns, that
+// have none in flight; their pongs go to HistPing. A ping is one small
+// frame, far below the server's per-connection rate limit.
+func (l *liveConns) ping() {
+	l.mu.Lock()
+	n := min(pingSample, len(l.conns))
+	sample := make([]*client.Conn, 0, n)
+	for i := 0; i < n; i++ {
+		sample = append(sample, l.conns[(l.next+i)%len(l.conns)])
+	}
+	if len(l.conns) > 0 {
+		l.next = (l.next + n) % len(l.conns)
+	}
+	l.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, c := range sample {
+		v, ok := l.pingers.Load(c)
+		if !ok {
+			continue
+		}
+		p := v.(*pinger)
+		if !p.sentAt.CompareAndSwap(0, time.Now().UnixNano()) {
+			continue // the last one is still out
+		}
+		if c.WriteFrame(ctx, protocol.Frame{Type: protocol.TypePing}) != nil {
+			p.sentAt.Store(0)
+		}
 	}
 }
 
@@ -615,6 +684,7 @@ func (l *liveConns) sweepEvery(d time.Duration) (stop func()) {
 			select {
 			case <-t.C:
 				l.sweep()
+				l.ping()
 			case <-quit:
 				l.sweep()
 				return

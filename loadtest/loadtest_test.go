@@ -202,6 +202,17 @@ func TestChat(t *testing.T) {
 	if c.EndToEnd.P50 <= 0 || c.EndToEnd.P50 > c.EndToEnd.Max {
 		t.Errorf("e2e percentiles %+v", c.EndToEnd)
 	}
+	// The recorder agrees with the books, and measured ping round trips.
+	if r.Counters[CountSent] != c.Sent || r.Counters[CountAcked] != c.Acked || r.Counters[CountReceived] != c.Received ||
+		r.Counters[CountExpected] != c.Acked || r.Counters[CountLost] != 0 {
+		t.Errorf("recorder counters %v, books %+v", r.Counters, c)
+	}
+	if r.Metrics[HistE2E].Count != c.EndToEnd.Count || r.Metrics[HistConnect].Count != 20 {
+		t.Errorf("recorder histograms %+v", r.Metrics)
+	}
+	if r.Metrics[HistPing].Count == 0 {
+		t.Errorf("no ping round trips measured")
+	}
 	var sb strings.Builder
 	r.WriteSummary(&sb)
 	t.Log("\n" + sb.String())
