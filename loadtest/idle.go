@@ -8,6 +8,7 @@ import (
 
 // runIdle opens cfg.Conns connections, reads memory, and holds them.
 func runIdle(ctx context.Context, cfg *Config, r *Report) error {
+	cfg = cfg.agentPart(false)
 	d := newDialer(cfg)
 	tokens, err := mintTokens(d, cfg, "i", cfg.Conns, cfg.Duration+cfg.Settle+time.Hour)
 	if err != nil {
@@ -19,12 +20,12 @@ func runIdle(ctx context.Context, cfg *Config, r *Report) error {
 	r.Tester = readBefore(0)
 	logf(cfg, "idle: opening %d connections at %.0f/s", cfg.Conns, cfg.ConnectRate)
 	res := d.openAll(ctx, cfg.Conns, cfg.ConnectRate, tokens, nil, true)
-	defer closeAll(res.conns)
+	defer res.close()
 	cs := connectStats(cfg.ConnectRate, cfg.Conns, res)
 	r.Connect = &cs
 	logf(cfg, "idle: %d connected (%.0f conn/s); settling %v", cs.OK, cs.AchievedRate, cfg.Settle)
 	sleep(ctx, cfg.Settle)
-	up := alive(res.conns)
+	up := res.alive()
 	if r.Server != nil {
 		r.Server.readAfter()
 		r.Server.finish(up)
@@ -33,18 +34,23 @@ func runIdle(ctx context.Context, cfg *Config, r *Report) error {
 	r.Tester.finish(up)
 	logf(cfg, "idle: holding %d connections for %v", up, cfg.Duration)
 	sleep(ctx, cfg.Duration)
-	r.Dropped = up - alive(res.conns)
+	r.Dropped = up - res.alive()
 	if int(cs.OK) < cfg.Conns {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("only %d of %d connections opened", cs.OK, cfg.Conns))
 	}
 	return ctx.Err()
 }
 
-// mintTokens mints n tokens for distinct users "lt<seed>-<prefix><i>".
+// mintTokens mints n tokens for distinct users "lt<seed>-<prefix><i>"
+// ("lt<seed>-a<agent>-<prefix><i>" in a distributed run), or takes the
+// tokens file's first n (see dialer.tokenFor).
 func mintTokens(d *dialer, cfg *Config, prefix string, n int, ttl time.Duration) ([]string, error) {
+	if err := d.needTokens(n); err != nil {
+		return nil, err
+	}
 	out := make([]string, n)
 	for i := range out {
-		t, err := d.token(userID(cfg, prefix, i), "d", ttl)
+		t, _, err := d.tokenFor(i, userID(cfg, prefix, i), "d", ttl)
 		if err != nil {
 			return nil, err
 		}
@@ -54,6 +60,9 @@ func mintTokens(d *dialer, cfg *Config, prefix string, n int, ttl time.Duration)
 }
 
 func userID(cfg *Config, prefix string, i int) string {
+	if cfg.Agents > 1 {
+		return fmt.Sprintf("lt%d-a%d-%s%d", cfg.Seed, cfg.Agent, prefix, i)
+	}
 	return fmt.Sprintf("lt%d-%s%d", cfg.Seed, prefix, i)
 }
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/loadtest/lean"
 	"github.com/parley-im/parley/protocol"
 )
 
@@ -35,21 +36,30 @@ type Config struct {
 	// subscribers (fanout: plus one publisher). Default 100.
 	Conns int
 	// Rate is messages per second over all senders (chat, group; default
-	// 1000) or publishes per second (fanout; default 10).
+	// 1000) or publishes per second (fanout; default 10). In the closed
+	// model it only caps each chat sender at Rate/Conns; 0 (its default)
+	// means no cap.
 	Rate float64
 	// ConnectRate is the scheduled connect rate for setting up
 	// connections, connections per second. Default 1000.
 	ConnectRate float64
-	// Arrival is the connection arrival process: "constant" (default:
-	// evenly spaced), "poisson" (exponential gaps with the same mean) or
-	// "ramp" (the rate rises linearly from 0 to ConnectRate over Ramp, then
-	// stays). Messages follow MsgArrival, "constant" or "poisson".
+	// Arrival is the connection arrival process (see Schedule): "constant"
+	// (default: evenly spaced), "poisson" (exponential gaps with the same
+	// mean, drawn from Seed), "ramp" (the rate rises linearly from 0 to
+	// ConnectRate over Ramp, default 10 s, then stays) or "steps" (Steps'
+	// rates, StepDuration each, the last one going on). Messages follow
+	// MsgArrival, "constant" (senders take turns) or "poisson" (each
+	// chat sender a Poisson process of Rate/Conns).
 	Arrival    string
 	MsgArrival string
 	Ramp       time.Duration
 	// Model is "open" (default: sends leave at scheduled times whatever the
-	// replies do) or "closed" (each sender waits for its ack, then Think,
-	// before its next send; Rate is then not a schedule but a cap).
+	// replies do, latency counts from the scheduled time) or "closed" (each
+	// chat sender waits for its ack or error, at most 10 s, then Think,
+	// before its next send; Rate is then not a schedule but a cap, and
+	// latency counts from the actual send, so a stall slows the senders
+	// down instead of showing: closed-model latencies hide coordinated
+	// omission, which is why the model is opt-in).
 	Model string
 	Think time.Duration
 	// Steps are the connect scenario's target rates. Default 1000, 2000,
@@ -77,8 +87,10 @@ type Config struct {
 	// KillPercent is the share of connections the reconnect storm cuts at
 	// once (storm; default 50).
 	KillPercent float64
-	// Client is "lean" (epoll, no goroutine per connection; default for
-	// idle) or "full" (package client, one read goroutine each).
+	// Client is "lean" (package lean: epoll, no goroutine per connection,
+	// a few hundred bytes each; default for idle and connect) or "full"
+	// (package client, one read goroutine each; the message scenarios
+	// always use it).
 	Client string
 	// SourceAddrs are the local addresses to dial from, round robin. Empty
 	// means the kernel's choice.
@@ -110,6 +122,10 @@ type Config struct {
 	Log io.Writer
 
 	live *liveConns // set by measured
+	// ready, if set, is the agents' barrier (RunAgent sets it): a scenario
+	// calls it when its set-up is done and it returns, once every agent's
+	// is, the common time the schedule starts.
+	ready func(ctx context.Context, phase string) (time.Time, error)
 }
 
 // Version is the build's version, for reports (the command sets it).
@@ -160,7 +176,7 @@ func (c *Config) defaults() error {
 	}
 	if c.Client == "" {
 		c.Client = "full"
-		if c.Scenario == "idle" {
+		if c.Scenario == "idle" || c.Scenario == "connect" {
 			c.Client = "lean"
 		}
 	}
@@ -179,8 +195,8 @@ func (c *Config) defaults() error {
 	if c.Rate <= 0 && c.Scenario == "fanout" {
 		c.Rate = 10
 	}
-	if c.Rate <= 0 {
-		c.Rate = 1000
+	if c.Rate <= 0 && c.Model == "open" {
+		c.Rate = 1000 // the closed model's (chat's) Rate is a cap: 0 is none
 	}
 	if c.ConnectRate <= 0 {
 		c.ConnectRate = 1000
@@ -210,7 +226,7 @@ func (c *Config) defaults() error {
 	if c.Log == nil {
 		c.Log = io.Discard
 	}
-	return nil
+	return c.checkSchedule()
 }
 
 // fdOverhead is the files a run needs besides its connections (binary,
@@ -276,14 +292,27 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	need, conns := cfg.Conns, cfg.Conns
+	lo, hi := cfg.share(cfg.Conns) // this agent's part; all without agents
+	need, conns := hi-lo, hi-lo
 	switch cfg.Scenario {
 	case "chat":
-		need, conns = 2*cfg.Conns, 2*cfg.Conns
+		need, conns = 2*(hi-lo), 2*(hi-lo)
 	case "connect":
 		need = cfg.MaxInFlight
-	case "fanout":
-		need, conns = cfg.Conns+1, cfg.Conns+1
+	case "fanout": // agent 0 holds the publisher
+		need, conns = hi-lo+1, hi-lo+1
+		if cfg.Agent > 0 {
+			conns--
+		}
+	case "group": // whole groups per agent
+		need, conns = groupConns(&cfg, cfg.GroupSize), groupConns(&cfg, cfg.GroupSize)
+	case "presence":
+		need, conns = groupConns(&cfg, presenceCircle), groupConns(&cfg, presenceCircle)
+	case "storm": // whole pairs per agent
+		need, conns = stormConns(&cfg), stormConns(&cfg)
+	}
+	if err := waitStart(ctx, cfg.StartAt); err != nil {
+		return nil, err
 	}
 	return measured(&cfg, need, conns, func(r *Report) error {
 		switch cfg.Scenario {
@@ -296,6 +325,18 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		case "fanout":
 			fs, err := runFanout(ctx, &cfg, r)
 			r.Fanout = fs
+			return err
+		case "group":
+			gs, err := runGroup(ctx, &cfg, r)
+			r.Group = gs
+			return err
+		case "presence":
+			ps, err := runPresence(ctx, &cfg, r)
+			r.Presence = ps
+			return err
+		case "storm":
+			ss, err := runStorm(ctx, &cfg, r)
+			r.Storm = ss
 			return err
 		}
 		return nil
@@ -340,9 +381,11 @@ func measured(cfg *Config, files, conns int, scenario func(*Report) error) (*Rep
 // dialer opens authenticated connections from the configured source
 // addresses.
 type dialer struct {
-	cfg  *Config
-	next atomic.Uint64
-	sem  chan struct{}
+	cfg     *Config
+	next    atomic.Uint64
+	sem     chan struct{}
+	batches atomic.Uint64 // openAll calls so far: each draws its own arrivals
+	file    tokenFile     // Config.TokensFile, loaded on first use
 }
 
 func newDialer(cfg *Config) *dialer {
@@ -377,6 +420,7 @@ func (d *dialer) dial(ctx context.Context, tok string, onEvent func(client.Event
 	if n := len(d.cfg.SourceAddrs); n > 0 {
 		a := d.cfg.SourceAddrs[k%n]
 		opts.LocalAddr = &net.TCPAddr{IP: a.AsSlice()}
+		opts.DialControl = lean.ControlNoPort // ports per 4-tuple, not per source address
 	}
 	c, err := client.Dial(ctx, opts)
 	if err == nil && d.cfg.live != nil {
@@ -409,25 +453,83 @@ type openResult struct {
 	errs    counts
 	samples sync.Map // error kind → first error text
 	lat     *latency // from the intended arrival to hello
+	last    atomic.Int64 // unix ns of the last hello
 	elapsed time.Duration
+
+	// With Config.Client "lean", lean[i] holds connection i instead.
+	lean  []*lean.Conn
+	pools []*lean.Pool
 }
 
-// openAll opens n connections on an open-model schedule at rate per second,
-// minting tokens with tokens(i) and wiring events with onEvent(i). keep
-// false closes each connection right after hello (the connect scenario).
+// close closes every connection that is still open, bounded in time.
+func (res *openResult) close() {
+	closeAll(res.conns)
+	for _, p := range res.pools {
+		_ = p.Close()
+	}
+}
+
+// alive counts the connections still open.
+func (res *openResult) alive() int {
+	n := alive(res.conns)
+	for _, p := range res.pools {
+		n += int(p.Stats().Open)
+	}
+	return n
+}
+
+// openAll opens n connections on an open-model schedule (Config.Arrival)
+// at rate per second, with tokens[i] and wiring events with onEvent(i).
+// keep false closes each connection right after hello (the connect
+// scenario).
 func (d *dialer) openAll(ctx context.Context, n int, rate float64, tokens []string, onEvent func(i int) func(client.Event), keep bool) *openResult {
+	if d.cfg.Client == "lean" && onEvent == nil {
+		return d.openLean(ctx, n, rate, tokens, keep)
+	}
 	res := &openResult{lat: newLatency()}
 	if keep {
 		res.conns = make([]*client.Conn, n)
 	}
+	d.schedule(ctx, n, rate, res, func(i int, at time.Time, done func()) {
+		go func() {
+			defer done()
+			var fn func(client.Event)
+			if onEvent != nil {
+				fn = onEvent(i)
+			}
+			c, err := d.dial(ctx, tokens[i], fn)
+			if err != nil {
+				res.failed(d.cfg.Recorder, errKind(err), err)
+				return
+			}
+			res.opened(d.cfg.Recorder, at, keep)
+			if keep {
+				d.cfg.live.add(c)
+				res.conns[i] = c
+			} else {
+				_ = c.CloseNow()
+			}
+		}()
+	})
+	return res
+}
+
+// schedule starts n connection attempts at the arrival times of
+// Config.Arrival at rate per second, at most MaxInFlight in flight: start
+// must begin attempt i and call done when it has ended. It returns when
+// every attempt has, and sets res.elapsed.
+func (d *dialer) schedule(ctx context.Context, n int, rate float64, res *openResult, start func(i int, at time.Time, done func())) {
 	var wg sync.WaitGroup
-	start := time.Now().Add(10 * time.Millisecond)
-	var last atomic.Int64
+	t0 := time.Now().Add(10 * time.Millisecond)
+	sched := d.cfg.connSchedule(t0, rate, d.batches.Add(1))
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
 	for i := 0; i < n; i++ {
-		at := arrival(start, rate, int64(i))
+		at := sched.At(i)
 		if dt := time.Until(at); dt > 0 {
+			timer.Reset(dt)
 			select {
-			case <-time.After(dt):
+			case <-timer.C:
 			case <-ctx.Done():
 			}
 		}
@@ -442,44 +544,36 @@ func (d *dialer) openAll(ctx context.Context, n int, rate float64, tokens []stri
 			continue
 		}
 		wg.Add(1)
-		go func(i int, at time.Time) {
-			defer wg.Done()
-			defer func() { <-d.sem }()
-			var fn func(client.Event)
-			if onEvent != nil {
-				fn = onEvent(i)
-			}
-			c, err := d.dial(ctx, tokens[i], fn)
-			if err != nil {
-				kind := errKind(err)
-				res.errs.add(kind)
-				res.samples.LoadOrStore(kind, err.Error())
-				d.cfg.Recorder.Add(PrefixConnErr+kind, 1)
-				return
-			}
-			now := time.Now()
-			res.lat.record(now.Sub(at))
-			d.cfg.Recorder.Hist(HistConnect).record(now.Sub(at))
-			if keep {
-				d.cfg.live.add(c)
-			} else {
-				d.cfg.Recorder.Add(CountConnOK, 1)
-				d.cfg.Recorder.Add(CountConnClose, 1)
-			}
-			res.ok.Add(1)
-			last.Store(now.UnixNano())
-			if keep {
-				res.conns[i] = c
-			} else {
-				_ = c.CloseNow()
-			}
-		}(i, at)
+		start(i, at, func() {
+			<-d.sem
+			wg.Done()
+		})
 	}
 	wg.Wait()
-	if l := last.Load(); l > 0 {
-		res.elapsed = time.Unix(0, l).Sub(start)
+	if l := res.last.Load(); l > 0 {
+		res.elapsed = time.Unix(0, l).Sub(t0)
 	}
-	return res
+}
+
+// opened records a connection attempt scheduled at at that got its hello
+// just now.
+func (res *openResult) opened(rec *Recorder, at time.Time, keep bool) {
+	now := time.Now()
+	res.lat.record(now.Sub(at))
+	rec.Hist(HistConnect).record(now.Sub(at))
+	if !keep {
+		rec.Add(CountConnOK, 1)
+		rec.Add(CountConnClose, 1)
+	}
+	res.ok.Add(1)
+	res.last.Store(now.UnixNano())
+}
+
+// failed records a connection attempt that failed with err, of kind.
+func (res *openResult) failed(rec *Recorder, kind string, err error) {
+	res.errs.add(kind)
+	res.samples.LoadOrStore(kind, err.Error())
+	rec.Add(PrefixConnErr+kind, 1)
 }
 
 // errKind classifies a dial error for the report.
@@ -551,29 +645,35 @@ func logf(cfg *Config, format string, args ...any) {
 // onSchedule calls send(k, at) for k = 0, 1, ... < n at the open-model
 // send times at(k), until at(k) reaches end, ctx ends or send returns false,
 // counting in late the sends that left more than lateSend after their time.
-func onSchedule(ctx context.Context, n int, at func(k int) time.Time, end time.Time, late *atomic.Int64, send func(k int, at time.Time) bool) {
+// It returns how many sends were dropped: due before end, but never
+// attempted because send returned false (the connection failed).
+func onSchedule(ctx context.Context, n int, at func(k int) time.Time, end time.Time, late *atomic.Int64, send func(k int, at time.Time) bool) (dropped int) {
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for k := 0; k < n; k++ {
 		when := at(k)
 		if !when.Before(end) {
-			return
+			return 0
 		}
 		if dt := time.Until(when); dt > 0 {
 			t.Reset(dt)
 			select {
 			case <-t.C:
 			case <-ctx.Done():
-				return
+				return 0
 			}
 		}
 		if time.Since(when) > lateSend {
 			late.Add(1)
 		}
 		if !send(k, when) {
-			return
+			for k++; k < n && at(k).Before(end); k++ {
+				dropped++
+			}
+			return dropped
 		}
 	}
+	return 0
 }
 
 // share returns this agent's part [lo, hi) of n items (connections,
@@ -615,6 +715,25 @@ func (l *liveConns) closedOne(err error) {
 }
 
 func (l *liveConns) open() int64 { return l.opened.Load() - l.closed.Load() }
+
+// leanOpened counts a lean connection that got its hello.
+func (l *liveConns) leanOpened() {
+	l.opened.Add(1)
+	l.rec.Add(CountConnOK, 1)
+}
+
+// leanClosed counts a lean connection that ended (lean.Config.OnClose).
+func (l *liveConns) leanClosed(code int, err error) {
+	l.closed.Add(1)
+	l.rec.Add(CountConnClose, 1)
+	switch {
+	case errors.Is(err, lean.ErrClosed):
+	case code != 0:
+		l.rec.Add(fmt.Sprintf("%sclose_%d", PrefixClose, code), 1)
+	default:
+		l.rec.Add(PrefixClose+lean.ErrKind(err), 1)
+	}
+}
 
 // sweep counts and forgets the connections that ended since the last one.
 func (l *liveConns) sweep() {
