@@ -112,6 +112,13 @@ type FanoutStats struct {
 	// ServerStamp is the intended send time → the server's "ts" stamp on
 	// the event (millisecond resolution): the publish leg alone.
 	ServerStamp Percentiles `json:"intended_to_server_ts"`
+	// LastBySeq and FirstBySeq are set by the agents of a distributed run
+	// for the coordinator, which takes the maximum (minimum) over agents:
+	// by sequence number, the latency in ns of the agent's last (first)
+	// subscriber to receive it, −1 if one of them missed it, 0 if it was
+	// not measured.
+	LastBySeq  []int64 `json:"last_by_seq,omitempty"`
+	FirstBySeq []int64 `json:"first_by_seq,omitempty"`
 
 	// CPU use over the measured window (warm-up end to last publish) of
 	// the server (ServerPID; nil without it) and of the load tester.
@@ -145,7 +152,7 @@ type fanRun struct {
 	subErr    counts
 	unexp     atomic.Int64
 	stampLat  *latency
-	all, last *latency // the recorder's HistFanoutAll and HistFanoutLast
+	all, last *latency      // the recorder's HistFanoutAll and HistFanoutLast
 	stamped   []atomic.Bool // by seq: ServerStamp recorded
 	measure   atomic.Int64  // unix ns: intended times from here on are measured
 	t0        time.Time     // the schedule's start; set before publishing
@@ -173,6 +180,7 @@ func fanToken(cfg *Config, user string, pub bool, ttl time.Duration) (string, er
 }
 
 func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error) {
+	cfg = cfg.agentPart(false) // its share of the subscribers; agent 0 publishes
 	N := cfg.Conns
 	window := cfg.Warmup + cfg.Duration
 	slots := int(math.Ceil(cfg.Rate*window.Seconds())) + 1
@@ -221,17 +229,22 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	}
 	logf(cfg, "fanout: subscribed in %.2f s (sub p99 %.1f ms)", fs.SubscribeSeconds, fs.Subscribe.P99)
 
-	ptok, err := fanToken(cfg, userID(cfg, "fp", 0), true, ttl)
+	var pub *client.Conn // nil in agents other than 0
+	if cfg.Agent == 0 {
+		ptok, err := fanToken(cfg, userID(cfg, "fp", 0), true, ttl)
+		if err != nil {
+			return fs, err
+		}
+		if pub, err = d.dial(ctx, ptok, fr.onPub); err != nil {
+			return fs, fmt.Errorf("loadtest: fanout: publisher: %w", err)
+		}
+		defer pub.CloseNow()
+	}
+
+	t0, err := cfg.scheduleStart(ctx, "fanout")
 	if err != nil {
 		return fs, err
 	}
-	pub, err := d.dial(ctx, ptok, fr.onPub)
-	if err != nil {
-		return fs, fmt.Errorf("loadtest: fanout: publisher: %w", err)
-	}
-	defer pub.CloseNow()
-
-	t0 := time.Now().Add(100 * time.Millisecond)
 	measure := t0.Add(cfg.Warmup)
 	end := t0.Add(window)
 	fr.t0 = t0
@@ -241,6 +254,10 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	pubDone := make(chan struct{})
 	go func() {
 		defer close(pubDone)
+		if pub == nil {
+			sleepUntil(ctx, end) // agent 0 publishes
+			return
+		}
 		fr.publishLoop(ctx, pub, t0, end)
 	}()
 	// CPU over the measured window, sampled every second for the peak.
@@ -264,6 +281,9 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	fs.ServerCPU, fs.TesterCPU = srv.finish(), tst.finish()
 
 	last := int(fr.published.Load()) - 1
+	if pub == nil {
+		last = fr.scheduled(end) - 1
+	}
 	drainStart := time.Now()
 	logf(cfg, "fanout: %d published; waiting for the last value to reach every subscriber", last+1)
 	fs.DrainTimedOut = !fr.drain(ctx, res.conns, last, fanDrain)
@@ -280,8 +300,8 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	if fs.Disconnected > 0 {
 		fs.DisconnectKinds = dk.snapshot()
 	}
-	if err := pub.Err(); err != nil {
-		fr.pubErr.add("publisher_closed_" + errKind(err))
+	if pub != nil && pub.Err() != nil {
+		fr.pubErr.add("publisher_closed_" + errKind(pub.Err()))
 	}
 	fr.tally(fs, last+1, measure)
 	if fs.Measured > 0 && cfg.Duration > 0 {
@@ -497,13 +517,22 @@ func (fr *fanRun) tally(fs *FanoutStats, n int, measure time.Time) {
 	if len(fr.subs) == 0 {
 		fs.MinPerSub = 0
 	}
+	if fr.cfg.Agents > 1 {
+		fs.LastBySeq, fs.FirstBySeq = make([]int64, n), make([]int64, n)
+	}
 	for k := 0; k < n; k++ {
 		if !measured[k] {
 			continue
 		}
 		if !complete[k] {
 			fs.Incomplete++
+			if fs.LastBySeq != nil {
+				fs.LastBySeq[k], fs.FirstBySeq[k] = -1, -1
+			}
 			continue
+		}
+		if fs.LastBySeq != nil {
+			fs.LastBySeq[k], fs.FirstBySeq[k] = maxLat[k], minLat[k]
 		}
 		lastM.record(time.Duration(maxLat[k]))
 		firstM.record(time.Duration(minLat[k]))

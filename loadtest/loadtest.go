@@ -451,8 +451,8 @@ type openResult struct {
 	conns   []*client.Conn // index i holds connection i, nil if it failed
 	ok      atomic.Int64
 	errs    counts
-	samples sync.Map // error kind → first error text
-	lat     *latency // from the intended arrival to hello
+	samples sync.Map     // error kind → first error text
+	lat     *latency     // from the intended arrival to hello
 	last    atomic.Int64 // unix ns of the last hello
 	elapsed time.Duration
 

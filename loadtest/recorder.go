@@ -162,17 +162,18 @@ func (r *Recorder) Run() {
 		r.mu.Unlock()
 		return
 	}
-	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	stop, done := make(chan struct{}), make(chan struct{})
+	r.stop, r.done = stop, done
 	r.mu.Unlock()
 	go func() {
-		defer close(r.done)
+		defer close(done)
 		t := time.NewTicker(interval)
 		defer t.Stop()
 		for {
 			select {
 			case <-t.C:
 				r.tick(time.Now())
-			case <-r.stop:
+			case <-stop:
 				r.tick(time.Now())
 				return
 			}

@@ -5,6 +5,8 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -161,10 +163,92 @@ func (r *Report) WriteSummary(w io.Writer) {
 	if r.Fanout != nil {
 		writeFanout(w, r.Fanout)
 	}
+	if r.Group != nil {
+		writeGroup(w, r.Group)
+	}
+	if r.Presence != nil {
+		writePresence(w, r.Presence)
+	}
+	if r.Storm != nil {
+		writeStorm(w, r.Storm)
+	}
+	r.writeTables(w)
 	fmt.Fprintf(w, "  tester CPU: %.1f s over %.1f s wall (%.0f%% of %d CPUs)\n", r.CPU.Seconds, r.CPU.WallSeconds, 100*r.CPU.Utilization, r.GOMAXPROCS)
 	for _, s := range r.Warnings {
 		fmt.Fprintf(w, "  WARNING: %s\n", s)
 	}
+	for _, s := range r.SLO {
+		fmt.Fprintf(w, "  SLO %-24s %s\n", s.Expr, s.outcome())
+	}
+}
+
+// writeTables writes every histogram of r.Metrics, the delivery counts and
+// the error counters.
+func (r *Report) writeTables(w io.Writer) {
+	if len(r.Metrics) > 0 {
+		fmt.Fprintf(w, "  %-12s %9s %9s %9s %9s %9s %9s %9s\n", "latency ms", "count", "p50", "p90", "p99", "p99.9", "p99.99", "max")
+		for _, name := range r.sortedHists() {
+			p := r.Metrics[name]
+			fmt.Fprintf(w, "  %-12s %9d %9.3f %9.3f %9.3f %9.3f %9.3f %9.3f\n", name, p.Count, p.P50, p.P90, p.P99, p.P999, p.P9999, p.Max)
+		}
+	}
+	if r.hasDelivery() {
+		c := r.Counters
+		fmt.Fprintf(w, "  delivery: expected %d received %d lost %d duplicated %d reordered %d\n",
+			c[CountExpected], c[CountReceived], c[CountLost], c[CountDup], c[CountReordered])
+	}
+	if errs := r.errorCounters(); len(errs) > 0 {
+		fmt.Fprintf(w, "  errors: %s\n", fmtCounts(errs))
+	}
+}
+
+// hasDelivery reports whether the run counted deliveries.
+func (r *Report) hasDelivery() bool {
+	_, expected := r.Counters[CountExpected]
+	_, received := r.Counters[CountReceived]
+	return expected || received
+}
+
+// errorCounters returns the non-zero counters of connect errors, closes
+// and send errors.
+func (r *Report) errorCounters() map[string]int64 {
+	out := map[string]int64{}
+	for k, v := range r.Counters {
+		if v != 0 && isErrorCounter(k) {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// isErrorCounter reports whether the counter counts connect errors,
+// connections ended by the server or the network, or error replies.
+func isErrorCounter(name string) bool {
+	return strings.HasPrefix(name, PrefixConnErr) || strings.HasPrefix(name, PrefixClose) || strings.HasPrefix(name, PrefixSendErr)
+}
+
+// outcome is the result in words: "ok: e2e.p99 = 4.2 ms (< 20 ms)".
+func (s SLOResult) outcome() string {
+	verdict := "FAIL"
+	if s.OK {
+		verdict = "ok"
+	}
+	if s.Note != "" {
+		return fmt.Sprintf("%s: %s: %s", verdict, s.Metric, s.Note)
+	}
+	return fmt.Sprintf("%s: %s = %s (threshold %s)", verdict, s.Metric, fmtUnit(s.Value, s.Unit), fmtUnit(s.Threshold, s.Unit))
+}
+
+func fmtUnit(v float64, unit string) string {
+	switch unit {
+	case "":
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case "%":
+		return strconv.FormatFloat(v, 'g', 4, 64) + "%"
+	case "/s":
+		return strconv.FormatFloat(v, 'f', 1, 64) + "/s"
+	}
+	return strconv.FormatFloat(v, 'f', 3, 64) + " " + unit
 }
 
 func writeConnect(w io.Writer, name string, s *ConnectStats) {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -9,9 +10,41 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/parley-im/parley/loadtest"
 )
+
+// Exit codes of `parley loadtest`.
+const (
+	exitOK        = 0 // the run finished and every --slo held
+	exitFailed    = 1 // the run failed, or a report could not be written
+	exitUsage     = 2 // bad flags or --slo; nothing was run
+	exitSLOMissed = 3 // the run finished but an --slo did not hold
+)
+
+const loadtestUsage = `usage: parley loadtest [flags]
+       parley loadtest agent|coordinator [flags]
+
+Generates load against a running server and reports what it measured: a
+summary on stdout, one progress line per second on stderr, and optionally
+a JSON report (--json), a self-contained HTML report (--html) and a live
+Prometheus endpoint (--prom-listen). docs/loadtest.md is the guide.
+
+--slo takes comma-separated thresholds, e.g.
+  --slo 'p99<20ms,ack.p99.9<50ms,loss=0,errors<0.1%,delivery>=99.9%,rate>=900'
+Bare percentiles (p50 p90 p99 p99.9 p99.99 max mean) are of the scenario's
+primary histogram (chat, group: e2e; fanout: fanout_last; others: connect).
+A threshold on a metric the run has no data for fails.
+
+Exit codes:
+  0  the run finished and every --slo held
+  1  the run failed, or a report could not be written
+  2  bad usage (flags, --slo); nothing was run
+  3  the run finished but an --slo did not hold
+
+Flags:
+`
 
 // loadtestCmd runs the load generator against a running server, or, with
 // "agent" or "coordinator" first, one side of a distributed run.
@@ -26,43 +59,130 @@ func loadtestCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	lf := addLoadtestFlags(fs)
-	jsonOut := fs.String("json", "", "write the JSON report to this file")
-	quiet := fs.Bool("quiet", false, "no progress lines on stderr")
-	if err := parseWithEnv(fs, args); err != nil {
-		return 2
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), loadtestUsage)
+		fs.PrintDefaults()
 	}
-	cfg, err := lf.config()
+	lf := addLoadtestFlags(fs) // --slo is among them: --search uses it too
+	jsonOut := fs.String("json", "", "write the JSON report to this file")
+	htmlOut := fs.String("html", "", "write the HTML report (one self-contained file) to this file")
+	promListen := fs.String("prom-listen", "", "serve live metrics for Prometheus at http://ADDR/metrics while running, e.g. 127.0.0.1:9400 (empty: off)")
+	progress := fs.Bool("progress", true, "print one progress line per second on stderr")
+	quiet := fs.Bool("quiet", false, "no progress or log lines on stderr")
+	if err := parseWithEnv(fs, args); err != nil {
+		return exitUsage
+	}
+	cfg, err := lf.config() // reads --scenario-file, which may set --slo
 	if err != nil {
 		fmt.Fprintf(stderr, "parley loadtest: %v\n", err)
-		return 2
+		return exitUsage
+	}
+	slos, err := loadtest.ParseSLO(*lf.slo)
+	if err != nil {
+		fmt.Fprintf(stderr, "parley loadtest: --slo: %v\n", err)
+		return exitUsage
 	}
 	cfg.Log = stderr
 	if *quiet {
 		cfg.Log = nil
+	}
+	if spec, ok := lf.search(); ok {
+		if *htmlOut != "" || *promListen != "" {
+			fmt.Fprintln(stderr, "parley loadtest: --html and --prom-listen do not work with --search")
+			return exitUsage
+		}
+		return loadtestSearch(cfg, *spec, *jsonOut, stdout, stderr)
+	}
+	cfg.Recorder = loadtest.NewRecorder(time.Now())
+	if *progress && !*quiet {
+		cfg.Recorder.OnTick(loadtest.NewProgress(stderr, cfg.Recorder, cfg.Scenario))
+	}
+	if *promListen != "" {
+		stopProm, addr, err := loadtest.ServePrometheus(*promListen, cfg.Recorder)
+		if err != nil {
+			fmt.Fprintf(stderr, "parley loadtest: --prom-listen: %v\n", err)
+			return exitFailed
+		}
+		defer stopProm()
+		if !*quiet {
+			fmt.Fprintf(stderr, "parley loadtest: metrics at http://%s/metrics\n", addr)
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	loadtest.Version = version
 	rep, err := loadtest.Run(ctx, cfg)
+	sloOK := true
 	if rep != nil {
+		sloOK = rep.CheckSLO(slos)
 		rep.WriteSummary(stdout)
-		if *jsonOut != "" {
-			b, jerr := json.MarshalIndent(rep, "", "  ")
-			if jerr == nil {
-				jerr = os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
-			}
-			if jerr != nil {
-				fmt.Fprintf(stderr, "parley loadtest: writing %s: %v\n", *jsonOut, jerr)
-				return 1
-			}
+		if werr := writeReports(rep, *jsonOut, *htmlOut); werr != nil {
+			fmt.Fprintf(stderr, "parley loadtest: %v\n", werr)
+			return exitFailed
+		}
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(stderr, "parley loadtest: %v\n", err)
+		return exitFailed
+	case !sloOK:
+		fmt.Fprintln(stderr, "parley loadtest: an SLO did not hold")
+		return exitSLOMissed
+	}
+	return exitOK
+}
+
+// loadtestSearch runs a breaking-point search. Finding the breaking point
+// is its purpose, so a step that breaks the SLO does not make it fail.
+func loadtestSearch(cfg loadtest.Config, spec loadtest.SearchSpec, jsonFile string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	loadtest.Version = version
+	sr, err := loadtest.Search(ctx, cfg, spec)
+	if sr == nil {
+		fmt.Fprintf(stderr, "parley loadtest: %v\n", err)
+		return exitUsage // the search could not start: its settings
+	}
+	sr.WriteSummary(stdout)
+	if jsonFile != "" {
+		b, jerr := json.MarshalIndent(sr, "", "  ")
+		if jerr == nil {
+			jerr = os.WriteFile(jsonFile, append(b, '\n'), 0o644)
+		}
+		if jerr != nil {
+			fmt.Fprintf(stderr, "parley loadtest: writing %s: %v\n", jsonFile, jerr)
+			return exitFailed
 		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "parley loadtest: %v\n", err)
-		return 1
+		return exitFailed
 	}
-	return 0
+	return exitOK
 }
 
+// writeReports writes the JSON and HTML reports to the files named (none
+// for an empty name).
+func writeReports(rep *loadtest.Report, jsonFile, htmlFile string) error {
+	if jsonFile != "" {
+		b, err := json.MarshalIndent(rep, "", "  ")
+		if err == nil {
+			err = os.WriteFile(jsonFile, append(b, '\n'), 0o644)
+		}
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", jsonFile, err)
+		}
+	}
+	if htmlFile != "" {
+		var b bytes.Buffer
+		err := loadtest.WriteHTML(&b, rep)
+		if err == nil {
+			err = os.WriteFile(htmlFile, b.Bytes(), 0o644)
+		}
+		if err != nil {
+			return fmt.Errorf("writing %s: %w", htmlFile, err)
+		}
+	}
+	return nil
+}

@@ -48,6 +48,17 @@ func LoadOrCreateDevKey(dataDir string) ([]byte, error) {
 	return readDevKey(path)
 }
 
+// LoadDevKey reads the dev signing key of a server's data directory
+// without creating one (the load tester mints tokens with the key the
+// server already uses).
+func LoadDevKey(dataDir string) ([]byte, error) {
+	key, err := readDevKey(filepath.Join(dataDir, DevKeyFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("auth: no dev key in %s: start the server with that --data-dir first, or give the signing key itself", dataDir)
+	}
+	return key, err
+}
+
 // writeDevKeyCandidate publishes a fresh key at path unless a key is already
 // there. Losing the race is not an error.
 func writeDevKeyCandidate(dir, path string) (err error) {

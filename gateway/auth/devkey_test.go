@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -97,5 +98,23 @@ func TestLoadOrCreateDevKeyCorrupt(t *testing.T) {
 	}
 	if _, err := LoadOrCreateDevKey(""); err == nil {
 		t.Error("empty data dir accepted")
+	}
+}
+
+func TestLoadDevKey(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := LoadDevKey(dir); err == nil || !strings.Contains(err.Error(), "no dev key") {
+		t.Fatalf("empty dir: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, DevKeyFile)); !os.IsNotExist(err) {
+		t.Fatalf("LoadDevKey created a key: %v", err)
+	}
+	want, err := LoadOrCreateDevKey(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadDevKey(dir)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("LoadDevKey = %x, %v; want %x", got, err, want)
 	}
 }
