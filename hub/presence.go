@@ -21,9 +21,13 @@ func (h *Hub) Watch(ctx context.Context, s Session, users []string) ([]protocol.
 	if _, err := h.watchers.Watch(s, users); err != nil {
 		return nil, protocol.Errorf(protocol.CodeLimit, "%v", err)
 	}
+	// The published state, not the live one: the changes the watcher gets
+	// from now on are relative to it, and a flap coalesced away publishes
+	// none, so starting from a live state caught mid-flap would leave the
+	// watcher wrong for good.
 	out := make([]protocol.Presence, 0, len(users))
 	for _, u := range users {
-		out = append(out, presenceFrame(h.tracker.Status(u)))
+		out = append(out, presenceFrame(h.tracker.Published(u)))
 	}
 	return out, nil
 }

@@ -554,7 +554,12 @@ func accountPair(trans []presTrans, obs []presObs, seen func(t presTrans, lat ti
 		if s.close != 0 {
 			end = latestBefore(trans, s.close)
 		}
-		start := max(latestTrans(trans, s.snap.online, s.snap.at), prevEnd)
+		// The watch answer is the state the server last published, which
+		// lags a transition still inside the coalescing window: view is
+		// what the watcher believes, start where this session's count
+		// begins (transitions before prevEnd belong to the last session).
+		view := s.snap.online
+		start := max(latestTrans(trans, view, s.snap.at), prevEnd)
 		end = max(end, start)
 		pc.expected += int64(end - start)
 		last, lastEv := start, -1
@@ -565,6 +570,10 @@ func accountPair(trans []presTrans, obs []presObs, seen func(t presTrans, lat ti
 				pc.unmatched++
 			case c < lastEv:
 				pc.outOfOrder++
+			case c == last && view != trans[c].online:
+				// The answer lagged (start's transition was not yet
+				// published): this event brings the watcher up to start.
+				lastEv, view = c, trans[c].online
 			case c <= last:
 				pc.repeated++
 			default:
@@ -573,14 +582,14 @@ func accountPair(trans []presTrans, obs []presObs, seen func(t presTrans, lat ti
 				if seen != nil {
 					seen(trans[c], time.Duration(ev.at-trans[c].ref))
 				}
-				last, lastEv = c, c
+				last, lastEv, view = c, c, trans[c].online
 			}
 		}
 		switch tail := int64(end - last); {
 		case tail == 0:
 		case s.close != 0:
 			pc.cutShort += tail
-		case trans[end].online == trans[last].online:
+		case trans[end].online == view:
 			pc.coalesced += tail
 		default:
 			pc.missing++

@@ -36,14 +36,10 @@ func TestPresence(t *testing.T) {
 		p.Expected != p.Observed+p.Coalesced+p.CutShort+p.Missing {
 		t.Errorf("accounting does not add up: %+v", p)
 	}
-	// A watch answered inside a flap the server coalesced away leaves the
-	// watcher with a stale state for good: the answer is the live state,
-	// the events the coalesced one (a server bug, see MissingAfterWatch).
-	// Nothing else may be missing.
-	if p.MissingAfterWatch > 0 {
-		t.Logf("server bug: %d watchers kept the state a watch answered, which no event corrected", p.MissingAfterWatch)
-	}
-	if p.Missing != p.MissingAfterWatch || p.OutOfOrder != 0 || p.Unmatched != 0 || len(p.WatchErrors) != 0 ||
+	// Nothing may be missing: a watch is answered with the state the
+	// server last published, so a flap it coalesces away cannot leave a
+	// watcher stale (it did when watch answered the live state).
+	if p.Missing != 0 || p.MissingAfterWatch != 0 || p.OutOfOrder != 0 || p.Unmatched != 0 || len(p.WatchErrors) != 0 ||
 		p.DrainTimedOut != (p.Missing > 0) {
 		t.Errorf("missing %d (after a watch %d) out of order %d unmatched %d drain timed out %v watch errors %v",
 			p.Missing, p.MissingAfterWatch, p.OutOfOrder, p.Unmatched, p.DrainTimedOut, p.WatchErrors)

@@ -318,6 +318,28 @@ func (t *Tracker) Status(user string) Status {
 	return u.statusLocked()
 }
 
+// Published returns the presence of user as last published to watchers:
+// transitions still inside the coalescing window are left out, so a watcher
+// that starts from it and applies the Changes that follow ends at the true
+// state even when a quick offline-online flap is coalesced away (which
+// publishes nothing). An unknown user is offline with a zero LastSeen.
+func (t *Tracker) Published(user string) Status {
+	sh := t.shard(user)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	u := sh.users[user]
+	if u == nil {
+		return Status{User: user}
+	}
+	st := Status{User: u.user, Online: u.pubOnline, Epoch: u.epoch}
+	if u.pubOnline {
+		st.Devices = slices.Clone(u.pubDevices)
+	} else {
+		st.LastSeen = u.lastSeen
+	}
+	return st
+}
+
 // transitionLocked records that u's online flag or device set changed at now:
 // it bumps the epoch and queues u for the publish pass.
 func (t *Tracker) transitionLocked(sh *trackerShard, u *userState, now time.Time) {

@@ -182,6 +182,48 @@ func TestTrackerFlappingPublishesNothing(t *testing.T) {
 	}
 }
 
+// TestTrackerPublished checks that Published lags Status by the coalescing
+// window, so that a watcher starting from it and applying the published
+// changes ends at the true state even across a coalesced flap.
+func TestTrackerPublished(t *testing.T) {
+	tr, clk, rec := testTracker(t, Config{Coalesce: 10 * time.Second})
+	if st := tr.Published("ann"); st.Online || st.User != "ann" {
+		t.Fatalf("unknown user: %+v", st)
+	}
+	tr.Connect("ann", "phone", 1)
+	if st, pub := tr.Status("ann"), tr.Published("ann"); !st.Online || pub.Online {
+		t.Fatalf("inside the window: status %+v published %+v", st, pub)
+	}
+	clk.Advance(10 * time.Second)
+	tr.pass(t)
+	rec.take()
+	if pub := tr.Published("ann"); !pub.Online || len(pub.Devices) != 1 || pub.Devices[0] != "phone" {
+		t.Fatalf("after the window: %+v", pub)
+	}
+	// A flap: live offline, published still online, and after the window
+	// (nothing published) still online, which is the truth.
+	tr.Disconnect("ann", "phone", 1)
+	if st, pub := tr.Status("ann"), tr.Published("ann"); st.Online || !pub.Online {
+		t.Fatalf("mid-flap: status %+v published %+v", st, pub)
+	}
+	tr.Connect("ann", "phone", 2)
+	clk.Advance(10 * time.Second)
+	tr.pass(t)
+	if got := rec.take(); len(got) != 0 {
+		t.Fatalf("flap published %+v", got)
+	}
+	if pub := tr.Published("ann"); !pub.Online {
+		t.Fatalf("after the flap: %+v", pub)
+	}
+	// Offline for real: published offline with a last-seen time.
+	tr.Disconnect("ann", "phone", 2)
+	clk.Advance(10 * time.Second)
+	tr.pass(t)
+	if pub := tr.Published("ann"); pub.Online || pub.LastSeen.IsZero() || len(pub.Devices) != 0 {
+		t.Fatalf("offline: %+v", pub)
+	}
+}
+
 func TestTrackerWindowStartsAtFirstTransition(t *testing.T) {
 	// Transitions do not push the deadline back: a user whose devices keep
 	// changing is still published once per window.
