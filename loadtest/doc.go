@@ -1,31 +1,41 @@
-// Package loadtest is Parley's load generator: it opens many authenticated
-// websocket connections against a running server and measures what the
-// performance budget (docs/benchmarks.md) asks about.
+// Package loadtest is Parley's load generator (`parley loadtest`): it opens
+// many authenticated websocket connections against running servers and
+// measures what ops need before a launch and what the performance budget
+// (docs/benchmarks.md) asks about. docs/loadtest.md is the user's guide.
 //
-// Scenarios:
+// Scenarios (Config.Scenario): idle (memory per connection), connect (steps
+// of connect rates), chat (1:1 pairs), group (group chat), fanout (one live
+// topic, many subscribers), presence (connect/disconnect churn watched by
+// contacts) and storm (cut a share of the sockets at once, measure until
+// all are back and caught up).
 //
-//   - idle: N connections opened at a scheduled connect rate and held; the
-//     report gives the server's and the load tester's resident memory per
-//     connection (VmRSS after connecting and settling minus VmRSS before, /N)
-//     and the connect latency percentiles.
-//   - connect: steps of increasing target connect rates with fresh
-//     connections (token auth included) closed right after hello; the report
-//     gives the achieved rate and errors by kind per step, and the last step
-//     that met its target.
-//   - chat: P pairs of users, each pair a 1:1 conversation with one sender
-//     and one receiver; the senders together send R messages per second on a
-//     fixed schedule. Latency is measured from the intended send time (open
-//     model), so a stalled server cannot hide behind a sender that waited
-//     (coordinated omission). The receiver measures end to end latency (same
-//     process clock), the sender send→ack latency; receivers count lost,
-//     duplicated and reordered messages.
+// Load model: open by default. Connection arrivals and sends are scheduled
+// ahead (schedule.go: constant, Poisson, ramp, steps) and latency counts
+// from the intended time, so a stalled server cannot hide behind a sender
+// that waited (coordinated omission); late sends are counted. The closed
+// model (each sender waits for its ack) only when asked for. Seed makes
+// users, conversations, payloads and jitter reproducible.
 //
-// Every arrival (a connection or a message) is scheduled ahead of time at
-// start + n/rate and never waits for the previous one to finish. Connections
-// use client.Options.OnEvent, so an idle connection costs the load tester one
-// goroutine and the websocket's buffers. Connections are spread over many
-// source addresses (127.0.0.x) so that one address's ephemeral ports do not
-// run out; the process's open-file limit must fit the connections.
+// Delivery is checked, not assumed: every message carries the run's seed,
+// its sender, a sequence number and its intended send time; receivers in
+// the same process (one clock) track lost, duplicated and reordered
+// messages per sender.
+//
+// Measurements go to a Recorder (recorder.go): HdrHistograms by name
+// (connect, ack, e2e, fanout_last, ping_rtt, ...) and counters, cumulative
+// and per second. The per-second intervals drive the live progress line,
+// the Prometheus endpoint, the timeline of the JSON and HTML reports, and
+// the agents' stream to a coordinator (distributed.go), which merges the
+// raw histograms without loss. --slo thresholds set the exit code; Search
+// raises connections or rate step by step until an SLO breaks.
+//
+// Sockets: idle and connect use package lean (epoll reactors, no goroutine
+// per connection, a few hundred bytes each); the message scenarios use
+// package client (one read goroutine per connection). Both spread
+// connections over several source addresses with IP_BIND_ADDRESS_NO_PORT,
+// and Preflight refuses, with the fix, a run the file and port limits
+// cannot hold. One process here may open at most 20,000 files: more
+// sockets take several agents.
 //
 // The load tester warns when its own CPU use comes near wall time ×
 // GOMAXPROCS: its latency figures then include its own queueing.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -36,7 +37,8 @@ type Config struct {
 	// subscribers (fanout: plus one publisher). Default 100.
 	Conns int
 	// Rate is messages per second over all senders (chat, group; default
-	// 1000) or publishes per second (fanout; default 10). In the closed
+	// 1000; storm: default Conns/10) or publishes per second (fanout;
+	// default 10). In the closed
 	// model it only caps each chat sender at Rate/Conns; 0 (its default)
 	// means no cap.
 	Rate float64
@@ -96,7 +98,9 @@ type Config struct {
 	// means the kernel's choice.
 	SourceAddrs []netip.Addr
 	// TokensFile, if set, holds one JWT per line (user from its sub
-	// claim), used instead of minting.
+	// claim, device from did), used instead of minting: connection i of a
+	// scenario takes the i-th token (blank lines and # comments skipped),
+	// and a run that needs more tokens than the file holds fails.
 	TokensFile string
 	// ServerPID, if set, is the server process whose VmRSS and CPU are
 	// read; ServerPIDs several (a cluster on this machine).
@@ -195,6 +199,9 @@ func (c *Config) defaults() error {
 	if c.Rate <= 0 && c.Scenario == "fanout" {
 		c.Rate = 10
 	}
+	if c.Rate <= 0 && c.Scenario == "storm" {
+		c.Rate = max(1, float64(c.Conns)/10) // background traffic: one message per 10 s per connection
+	}
 	if c.Rate <= 0 && c.Model == "open" {
 		c.Rate = 1000 // the closed model's (chat's) Rate is a cap: 0 is none
 	}
@@ -232,24 +239,6 @@ func (c *Config) defaults() error {
 // fdOverhead is the files a run needs besides its connections (binary,
 // listeners of an in-process test server, epoll, /proc reads, logs).
 const fdOverhead = 64
-
-// CheckFiles reports an error, with the fix, if the process cannot open
-// conns sockets under its open-file limit (RLIMIT_NOFILE).
-func CheckFiles(conns int) error {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return nil // not Linux-like; let the dials fail if they must
-	}
-	if uint64(conns+fdOverhead) <= rl.Cur {
-		return nil
-	}
-	fix := fmt.Sprintf("lower --conns to at most %d", int(rl.Cur)-fdOverhead)
-	if rl.Max > rl.Cur {
-		fix = fmt.Sprintf("raise the limit (ulimit -n %d) or %s", rl.Max, fix)
-	}
-	return fmt.Errorf("loadtest: %d connections need %d open files but the limit is %d (hard %d): %s, or run several load tester processes",
-		conns, conns+fdOverhead, rl.Cur, rl.Max, fix)
-}
 
 // ParseAddrRange parses "127.0.0.2-127.0.0.50", a single address or a
 // comma-separated list of either into addresses.
@@ -343,11 +332,33 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	})
 }
 
+// preflightInput describes a run that holds files sockets at once.
+func (c *Config) preflightInput(files int) PreflightInput {
+	in := PreflightInput{Conns: files, SourceAddrs: c.SourceAddrs, NoPortBind: true}
+	for _, raw := range c.URLs {
+		if u, err := url.Parse(raw); err == nil {
+			port := u.Port()
+			switch {
+			case port != "":
+			case u.Scheme == "wss" || u.Scheme == "https":
+				port = "443"
+			default:
+				port = "80"
+			}
+			in.Targets = append(in.Targets, net.JoinHostPort(u.Hostname(), port))
+		}
+	}
+	return in
+}
+
 // measured runs a scenario that needs files open sockets and reports conns
 // connections: it fills in the report's common part around scenario,
 // including the tester's own CPU use and the warning when it saturated.
 func measured(cfg *Config, files, conns int, scenario func(*Report) error) (*Report, error) {
-	if err := CheckFiles(files); err != nil {
+	if _, _, err := RaiseFileLimit(); err != nil {
+		logf(cfg, "could not raise the open-file limit: %v", err)
+	}
+	if err := Preflight(cfg.preflightInput(files)); err != nil {
 		return nil, err
 	}
 	rec := cfg.Recorder

@@ -79,12 +79,3 @@ func TestCPUUse(t *testing.T) {
 		t.Errorf("%+v", c)
 	}
 }
-
-func TestCheckFiles(t *testing.T) {
-	if err := CheckFiles(10); err != nil {
-		t.Error(err)
-	}
-	if err := CheckFiles(1 << 30); err == nil {
-		t.Error("a billion connections fit?")
-	}
-}
