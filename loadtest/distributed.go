@@ -127,6 +127,10 @@ type AgentConfig struct {
 	// SourceAddrs are this agent's local addresses to dial from; empty
 	// means the run's (Config.SourceAddrs).
 	SourceAddrs []netip.Addr
+	// URLs, if set, are the servers this agent connects to instead of the
+	// run's (Config.URLs): agents placed in front of their own gateways,
+	// e.g. when the gateways are not one cluster.
+	URLs []string
 	// Log receives log lines; nil discards them.
 	Log io.Writer
 	// Progress, if set, receives this agent's progress line every second
@@ -1359,6 +1363,9 @@ func RunAgent(ctx context.Context, ac AgentConfig) (*Report, error) {
 	cfg.Agent, cfg.Agents = reg.Agent, reg.Agents
 	if len(ac.SourceAddrs) > 0 {
 		cfg.SourceAddrs = ac.SourceAddrs
+	}
+	if len(ac.URLs) > 0 {
+		cfg.URLs, cfg.URL = ac.URLs, ac.URLs[0]
 	}
 	cfg.Log = ac.Log
 	a.logf("agent %d of %d: %s, %d conns in all; waiting for the start", reg.Agent, reg.Agents, cfg.Scenario, cfg.Conns)

@@ -95,7 +95,7 @@ type svgLine struct {
 	Name, Color string
 	Dash        bool
 	Path        string   // SVG path data; pen up over gaps
-	Dots        []svgDot // drawn at each point (distribution charts)
+	Dots        []svgDot // points drawn as dots: all (distribution charts) or lone ones
 	KeyX        float64  // the legend entry's position
 }
 
@@ -108,7 +108,8 @@ type series struct {
 	x, y        []float64
 }
 
-var (
+// Line colours.
+const (
 	colorP50    = "#1f77b4"
 	colorP99    = "#ff7f0e"
 	colorMax    = "#d62728"

@@ -17,7 +17,8 @@ import (
 // messages sent and received per second; p50 and p99 of the scenario's
 // primary histogram this interval ("-" without samples); errors this interval,
 // by kind (dial:<kind> connect errors, closed:<kind> connections the server
-// or the network ended, send:<code> error replies) and their run total.
+// or the network ended, send:<code> error replies) and the run's total,
+// read from rec.
 func NewProgress(w io.Writer, rec *Recorder, scenario string) func(Tick) {
 	hist := primaryHist(scenario)
 	prev := 0.0 // the last interval's end; owned by the ticking goroutine

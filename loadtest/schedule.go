@@ -34,8 +34,8 @@ var (
 // draws the same numbers however the others interleave with it.
 const (
 	streamConns uint64 = 1 << 56 // + agent<<32 + openAll call: connection arrivals
-	streamSends uint64 = 2 << 56 // + pair: a chat sender's message arrivals
-	streamBody  uint64 = 3 << 56 // + pair: a chat sender's body padding
+	streamSends uint64 = 2 << 56 // + agent<<32 + pair: a chat sender's message arrivals
+	streamBody  uint64 = 3 << 56 // + agent<<32 + pair: a chat sender's body padding
 )
 
 // CountDropped counts scheduled sends that never left because the

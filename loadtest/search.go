@@ -148,7 +148,8 @@ type SearchReport struct {
 	// lies beyond the last step.
 	Broke bool `json:"broke"`
 	// Stopped says why the search ended: "slo" (a step broke it), "max"
-	// (the value reached Max), "max_steps" or "cancelled".
+	// (the value reached Max), "max_steps", "cancelled" or "error" (a
+	// step could not run, e.g. more connections than the open-file limit).
 	Stopped string `json:"stopped"`
 }
 
@@ -157,8 +158,9 @@ type SearchReport struct {
 // breaks it too), the value reaches spec.Max or spec.MaxSteps have run.
 // Each step has a fresh Recorder (cfg.Recorder is not used) and seed
 // cfg.Seed+i, so that its users differ from the previous step's. The
-// report holds every step; an error means the search could not start or
-// ctx ended.
+// report holds every step. A nil report means the settings are wrong and
+// nothing ran; an error with a report that ctx ended or a step could not
+// run.
 func Search(ctx context.Context, cfg Config, spec SearchSpec) (*SearchReport, error) {
 	if spec.Start == 0 { // from the configured value
 		switch {
@@ -207,8 +209,13 @@ func Search(ctx context.Context, cfg Config, spec SearchSpec) (*SearchReport, er
 		}
 		logf(&cfg, "search: step %d: %s %v", i+1, spec.Param, v)
 		rep, err := Run(ctx, step)
-		if rep == nil {
-			return sr, err // the configuration is wrong: no step can run
+		if rep == nil && i == 0 {
+			return nil, err // the configuration is wrong: no step can run
+		}
+		if rep == nil { // this value is wrong, e.g. more connections than open files
+			sr.Steps = append(sr.Steps, SearchStep{Step: i + 1, Value: v, Err: err.Error()})
+			sr.Stopped = "error"
+			return sr, err
 		}
 		if ctx.Err() != nil {
 			sr.Stopped = "cancelled"
@@ -300,6 +307,8 @@ func (sr *SearchReport) WriteSummary(w io.Writer) {
 		fmt.Fprintf(w, "  the first step (%s %g) already broke the SLO: no good value\n", sp.Param, sr.Steps[0].Value)
 	case sr.Broke:
 		fmt.Fprintf(w, "  last good %s: %g (broke at %g)\n", sp.Param, sr.LastGood, sr.Steps[len(sr.Steps)-1].Value)
+	case sr.Stopped == "error" || sr.Stopped == "cancelled":
+		fmt.Fprintf(w, "  last good %s: %g; the search ended early (%s)\n", sp.Param, sr.LastGood, sr.Stopped)
 	case len(sr.Steps) > 0:
 		fmt.Fprintf(w, "  last good %s: %g; the SLO held at every step (stopped: %s), so the breaking point is higher\n", sp.Param, sr.LastGood, sr.Stopped)
 	default:

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -146,6 +147,7 @@ func loadtestAgentCmd(args []string, stdout, stderr io.Writer) int {
 	coord := fs.String("coordinator", "http://127.0.0.1:7070", "the coordinator's URL")
 	name := fs.String("name", "", "this agent's name in the coordinator's report (default: the host name)")
 	srcAddrs := fs.String("source-addrs", "", "this agent's local addresses to dial from, e.g. 127.0.0.2-127.0.0.20 (empty: the coordinator's --source-addrs)")
+	urls := fs.String("url", "", "servers this agent connects to, comma-separated, instead of the coordinator's --url (agents in front of their own gateways)")
 	jsonOut := fs.String("json", "", "write this agent's own JSON report to this file")
 	progress := fs.Bool("progress", false, "print this agent's progress line every second on stderr")
 	quiet := fs.Bool("quiet", false, "no log lines on stderr")
@@ -153,6 +155,11 @@ func loadtestAgentCmd(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	ac := loadtest.AgentConfig{Coordinator: *coord, Name: *name, Log: stderr}
+	for _, u := range strings.Split(*urls, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			ac.URLs = append(ac.URLs, u)
+		}
+	}
 	if *quiet {
 		ac.Log = nil
 	}

@@ -17,7 +17,11 @@ func parseLoadtestFlags(t *testing.T, args ...string) *loadtestFlags {
 	fs := flag.NewFlagSet("loadtest", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	lf := addLoadtestFlags(fs)
-	if err := fs.Parse(append([]string{"--data-dir", t.TempDir()}, args...)); err != nil {
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse(append([]string{"--key-file", key}, args...)); err != nil {
 		t.Fatal(err)
 	}
 	return lf

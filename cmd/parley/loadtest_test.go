@@ -18,11 +18,6 @@ import (
 // `parley loadtest` exits 2 on a bad --slo before running, and 3 when a
 // run finishes with an SLO missed, after writing its reports.
 func TestLoadtestExitCodes(t *testing.T) {
-	var out, errb bytes.Buffer
-	if code := run([]string{"loadtest", "--slo", "p98<1ms", "--url", "ws://127.0.0.1:1"}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown metric "p98"`) {
-		t.Fatalf("bad --slo: exit %d, %q", code, errb.String())
-	}
-
 	dir := t.TempDir()
 	n, err := node.Start(node.Config{
 		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", DataDir: dir, Dev: "true",
@@ -36,8 +31,15 @@ func TestLoadtestExitCodes(t *testing.T) {
 		defer cancel()
 		_ = n.Shutdown(ctx)
 	})
+	var out, errb bytes.Buffer
+	if code := run([]string{"loadtest", "--data-dir", dir, "--slo", "p98<1ms", "--url", "ws://" + n.Addr()}, &out, &errb); code != 2 || !strings.Contains(errb.String(), `unknown metric "p98"`) {
+		t.Fatalf("bad --slo: exit %d, %q", code, errb.String())
+	}
+	if out.Len() != 0 {
+		t.Fatalf("bad --slo ran: %q", out.String())
+	}
+
 	jsonFile, htmlFile := filepath.Join(dir, "r.json"), filepath.Join(dir, "r.html")
-	out.Reset()
 	errb.Reset()
 	code := run([]string{"loadtest", "--url", "ws://" + n.Addr(), "--data-dir", dir, "--scenario", "chat",
 		"--conns", "2", "--rate", "20", "--duration", "500ms", "--warmup", "200ms",
