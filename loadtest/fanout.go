@@ -167,6 +167,17 @@ type fanSub struct {
 	maxSeen int     // guarded by mu; -1 before any
 }
 
+// token is the token of this agent's i-th connection (the publisher is
+// the last): from the tokens file, whose tokens must then carry the topic
+// rights, or minted with them.
+func (fr *fanRun) token(d *dialer, i int, user string, pub bool, ttl time.Duration) (string, error) {
+	if fr.cfg.TokensFile != "" {
+		tok, _, err := d.tokenFor(i, user, "d", ttl)
+		return tok, err
+	}
+	return fanToken(fr.cfg, user, pub, ttl)
+}
+
 // fanToken mints a token for user with topic rights under fanTopicPrefix.
 func fanToken(cfg *Config, user string, pub bool, ttl time.Duration) (string, error) {
 	c := auth.Claims{Device: "d"}
@@ -203,14 +214,14 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	}
 	ttl := window + time.Hour
 	tokens := make([]string, N)
+	d := newDialer(cfg)
 	for i := range tokens {
 		fr.subs = append(fr.subs, &fanSub{lat: make([]int64, slots), maxSeen: -1})
 		var err error
-		if tokens[i], err = fanToken(cfg, userID(cfg, "f", i), false, ttl); err != nil {
+		if tokens[i], err = fr.token(d, i, userID(cfg, "f", i), false, ttl); err != nil {
 			return nil, err
 		}
 	}
-	d := newDialer(cfg)
 
 	logf(cfg, "fanout: opening %d subscriber connections at %.0f/s", N, cfg.ConnectRate)
 	res := d.openAll(ctx, N, cfg.ConnectRate, tokens, func(i int) func(client.Event) {
@@ -231,7 +242,7 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 
 	var pub *client.Conn // nil in agents other than 0
 	if cfg.Agent == 0 {
-		ptok, err := fanToken(cfg, userID(cfg, "fp", 0), true, ttl)
+		ptok, err := fr.token(d, N, userID(cfg, "fp", 0), true, ttl)
 		if err != nil {
 			return fs, err
 		}

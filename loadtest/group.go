@@ -211,7 +211,7 @@ func runGroup(ctx context.Context, cfg *Config, r *Report) (*GroupStats, error) 
 	d := newDialer(cfg)
 	tokens := make([]string, N)
 	for i, m := range gr.members {
-		if tokens[i], err = d.token(m.user, "d", window+time.Hour); err != nil {
+		if tokens[i], m.user, err = d.tokenFor(i, m.user, "d", window+time.Hour); err != nil {
 			return gs, err
 		}
 	}

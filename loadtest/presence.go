@@ -201,7 +201,7 @@ func runPresence(ctx context.Context, cfg *Config, r *Report) (*PresenceStats, e
 		var circle []*presUser
 		for i := first; i < first+sizes[ci]; i++ {
 			u := &presUser{idx: i, user: userID(cfg, "p", i), byUser: map[string]*presPair{}}
-			if u.tok, err = pr.d.token(u.user, "d", window+presenceDrain+time.Hour); err != nil {
+			if u.tok, u.user, err = pr.d.tokenFor(len(pr.users), u.user, "d", window+presenceDrain+time.Hour); err != nil {
 				return nil, err
 			}
 			circle = append(circle, u)

@@ -203,11 +203,14 @@ func runStorm(ctx context.Context, cfg *Config, r *Report) (*StormStats, error) 
 	tokens := make([]string, N)
 	for i, sc := range sr.conns {
 		var err error
-		if sc.tok, err = sr.d.token(sc.user, "d", window+stormRecoverMax+time.Hour); err != nil {
+		if sc.tok, sc.user, err = sr.d.tokenFor(i, sc.user, "d", window+stormRecoverMax+time.Hour); err != nil {
 			return ss, err
 		}
 		tokens[i] = sc.tok
 		sc.ackSeq = make([]uint64, sr.slots)
+	}
+	for _, sc := range sr.conns { // users may come from the tokens file
+		sc.conv = dmConv(sc.user, sc.peer.user)
 	}
 
 	connectRate := cfg.ConnectRate * frac

@@ -52,10 +52,11 @@ func (d *dialer) tokenFor(i int, user, device string, ttl time.Duration) (string
 	if err != nil {
 		return "", "", err
 	}
-	if i < 0 || i >= len(toks) {
-		return "", "", fmt.Errorf("loadtest: tokens file %s has %d tokens; the run needs at least %d", d.cfg.TokensFile, len(toks), i+1)
+	line := d.line(i)
+	if i < 0 || line >= len(toks) {
+		return "", "", fmt.Errorf("loadtest: tokens file %s has %d tokens; the run needs at least %d", d.cfg.TokensFile, len(toks), line+1)
 	}
-	return toks[i].token, toks[i].user, nil
+	return toks[line].token, toks[line].user, nil
 }
 
 // needTokens reports an error with the counts if the tokens file holds
@@ -68,11 +69,15 @@ func (d *dialer) needTokens(n int) error {
 	if err != nil {
 		return err
 	}
-	if len(toks) < n {
-		return fmt.Errorf("loadtest: tokens file %s has %d tokens; the run needs %d", d.cfg.TokensFile, len(toks), n)
+	if need := d.line(n-1) + 1; n > 0 && len(toks) < need {
+		return fmt.Errorf("loadtest: tokens file %s has %d tokens; the run needs %d", d.cfg.TokensFile, len(toks), need)
 	}
 	return nil
 }
+
+// line is the tokens file line of this agent's i-th connection: the agents
+// of a distributed run take turns, so none uses another's tokens.
+func (d *dialer) line(i int) int { return i*max(d.cfg.Agents, 1) + d.cfg.Agent }
 
 // readTokens reads a tokens file: one JWT per line; blank lines and lines
 // starting with # are skipped. Each token's user is its sub claim and its
