@@ -1016,6 +1016,18 @@ func (c *coordinator) report() (*Report, error) {
 	mergeCommon(rep, reps)
 	if len(hosts) == 1 {
 		rep.Server = mergeServerMemory(reps)
+		// The agents shared one machine's CPUs: their sum is not the
+		// machine's, and their CPU time together is what saturates it.
+		rep.GOMAXPROCS = 0
+		for _, r := range reps {
+			if r != nil {
+				rep.GOMAXPROCS = max(rep.GOMAXPROCS, r.GOMAXPROCS)
+			}
+		}
+		rep.CPU = cpuUse(0, time.Duration(rep.CPU.Seconds*float64(time.Second)), time.Duration(rep.CPU.WallSeconds*float64(time.Second)), rep.GOMAXPROCS)
+		if rep.CPU.Saturated {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the agents together used %.0f%% of this machine's %d CPUs: latencies include their own queueing", 100*rep.CPU.Utilization, rep.GOMAXPROCS))
+		}
 	}
 	if run.Scenario == "fanout" {
 		rep.Fanout = mergeFanout(reps, rec, c.cfg.Agents)
@@ -1024,6 +1036,10 @@ func (c *coordinator) report() (*Report, error) {
 	switch run.Scenario {
 	case "chat":
 		rep.Chat = mergeChat(reps, rep.Metrics)
+	case "group":
+		rep.Group = mergeGroup(reps, rep.Metrics)
+	case "storm":
+		rep.Storm = mergeStorm(reps, rep.Metrics)
 	case "fanout":
 		if f := rep.Fanout; f != nil {
 			f.LastMember = rep.Metrics[HistFanoutLast]
@@ -1234,6 +1250,88 @@ func mergeChat(reps []*Report, metrics map[string]Percentiles) *ChatStats {
 	}
 	if out != nil {
 		out.EndToEnd, out.Ack = metrics[HistE2E], metrics[HistAck]
+	}
+	return out
+}
+
+// mergeGroup sums the agents' group statistics (groups stay whole within
+// one agent).
+func mergeGroup(reps []*Report, metrics map[string]Percentiles) *GroupStats {
+	var out *GroupStats
+	for _, r := range reps {
+		if r == nil || r.Group == nil {
+			continue
+		}
+		if out == nil {
+			out = &GroupStats{}
+		}
+		g := r.Group
+		out.Groups += g.Groups
+		out.Members += g.Members
+		out.GroupSize = max(out.GroupSize, g.GroupSize)
+		out.CreateSeconds = max(out.CreateSeconds, g.CreateSeconds)
+		out.TargetRate += g.TargetRate
+		out.AchievedRate += g.AchievedRate
+		out.Sent += g.Sent
+		out.Acked += g.Acked
+		out.Expected += g.Expected
+		out.Received += g.Received
+		out.Lost += g.Lost
+		out.Duplicated += g.Duplicated
+		out.Reordered += g.Reordered
+		out.Unacked += g.Unacked
+		out.Unexpected += g.Unexpected
+		out.LateSends += g.LateSends
+		out.SendErrors = addCounts(out.SendErrors, g.SendErrors)
+	}
+	if out != nil {
+		out.EndToEnd, out.Ack = metrics[HistE2E], metrics[HistAck]
+	}
+	return out
+}
+
+// mergeStorm sums the agents' reconnect-storm statistics. The agents cut
+// at the same time (their schedules start together), so the storm's
+// recovery is the slowest agent's; per-connection recovery comes from the
+// merged HistRecover. Reconnect latencies stay in the agents' reports.
+func mergeStorm(reps []*Report, metrics map[string]Percentiles) *StormStats {
+	var out *StormStats
+	for _, r := range reps {
+		if r == nil || r.Storm == nil {
+			continue
+		}
+		if out == nil {
+			out = &StormStats{}
+		}
+		st := r.Storm
+		out.Conns += st.Conns
+		out.TargetRate += st.TargetRate
+		out.Killed += st.Killed
+		out.Reconnected += st.Reconnected
+		out.Failed += st.Failed
+		out.FailedKinds = addCounts(out.FailedKinds, st.FailedKinds)
+		out.CaughtUp += st.CaughtUp
+		out.Retries = addCounts(out.Retries, st.Retries)
+		out.RecoverAll = max(out.RecoverAll, st.RecoverAll)
+		out.SyncRounds += st.SyncRounds
+		out.Synced += st.Synced
+		out.Sent += st.Sent
+		out.Acked += st.Acked
+		out.Skipped += st.Skipped
+		out.Resent += st.Resent
+		out.Unacked += st.Unacked
+		out.Expected += st.Expected
+		out.Received += st.Received
+		out.Lost += st.Lost
+		out.Stranded += st.Stranded
+		out.Duplicated += st.Duplicated
+		out.Redelivered += st.Redelivered
+		out.Reordered += st.Reordered
+		out.Unexpected += st.Unexpected
+		out.SendErrors = addCounts(out.SendErrors, st.SendErrors)
+	}
+	if out != nil {
+		out.Recover, out.EndToEnd = metrics[HistRecover], metrics[HistE2E]
 	}
 	return out
 }

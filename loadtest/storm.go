@@ -697,7 +697,9 @@ func writeStorm(w io.Writer, s *StormStats) {
 		fmt.Fprintf(w, "  reconnect retries: %s; failures: %s\n", fmtCounts(s.Retries), fmtCounts(s.FailedKinds))
 	}
 	writePct(w, "recover   ", s.Recover)
-	writePct(w, "reconnect ", s.Reconnect)
+	if s.Reconnect.Count > 0 { // a coordinator's merged report leaves it to the agents'
+		writePct(w, "reconnect ", s.Reconnect)
+	}
 	fmt.Fprintf(w, "  messages: sent %d acked %d skipped while cut %d resent %d unacked %d; expected %d received %d lost %d stranded %d dup %d redelivered %d reordered %d unexpected %d\n",
 		s.Sent, s.Acked, s.Skipped, s.Resent, s.Unacked, s.Expected, s.Received, s.Lost, s.Stranded, s.Duplicated, s.Redelivered, s.Reordered, s.Unexpected)
 	if len(s.SendErrors) > 0 {
