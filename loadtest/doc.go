@@ -29,9 +29,9 @@
 // raw histograms without loss. --slo thresholds set the exit code; Search
 // raises connections or rate step by step until an SLO breaks.
 //
-// Sockets: idle and connect use package lean (epoll reactors, no goroutine
-// per connection, a few hundred bytes each); the message scenarios use
-// package client (one read goroutine per connection). Both spread
+// Sockets: idle, connect and fanout's subscribers use package lean (epoll
+// reactors, no goroutine per connection, a few hundred bytes each); the
+// other scenarios use package client (one read goroutine per connection). Both spread
 // connections over several source addresses with IP_BIND_ADDRESS_NO_PORT,
 // and Preflight refuses, with the fix, a run the file and port limits
 // cannot hold. One process here may open at most 20,000 files: more

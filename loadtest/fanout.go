@@ -17,6 +17,7 @@ import (
 
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/loadtest/lean"
 	"github.com/parley-im/parley/protocol"
 )
 
@@ -30,6 +31,11 @@ import (
 // an id (no reply): the token is verified once at connect, and a publish
 // costs one small websocket message. The HTTP API (POST /v1/topics/{topic})
 // would cost an HTTP request, a JWT verification and a response per publish.
+//
+// With Config.Client "lean" (the default) the subscribers are lean
+// connections: no goroutine and no client.Event per frame; their frames
+// come to onLeanMessage on the pool's reactors, Conn.Tag indexing
+// fanRun.subs. The publisher is always a full client.
 
 // fanTopicPrefix is the topic namespace the scenario's tokens may use.
 const fanTopicPrefix = "bench."
@@ -37,6 +43,10 @@ const fanTopicPrefix = "bench."
 // fanDrain bounds the wait, after the last publish, for every live
 // subscriber to receive the last value.
 const fanDrain = 10 * time.Second
+
+// subscribeWait bounds the wait for a sub reply: a full client's request
+// times out after it; lean subscribing gives up when no reply came for it.
+const subscribeWait = 30 * time.Second
 
 // maxFanSlots bounds subscribers × publishes (8 bytes each in the tester).
 const maxFanSlots = 64 << 20
@@ -149,22 +159,61 @@ type fanRun struct {
 	published atomic.Int64
 	late      atomic.Int64
 	pubErr    counts
-	subErr    counts
+	subErr    counts // error frames the subscribers received, other than sub replies
 	unexp     atomic.Int64
 	stampLat  *latency
 	all, last *latency      // the recorder's HistFanoutAll and HistFanoutLast
+	received  *atomic.Int64 // the recorder's CountReceived
 	stamped   []atomic.Bool // by seq: ServerStamp recorded
 	measure   atomic.Int64  // unix ns: intended times from here on are measured
 	t0        time.Time     // the schedule's start; set before publishing
+	disc      counts        // subscribers whose connection ended, by kind
+
+	// Subscribing lean connections (subscribeLean and onLeanReply).
+	subLat    *latency      // the recorder's HistSubscribe
+	subSlots  chan struct{} // one per sub request awaiting its reply; cap MaxInFlight
+	subErrs   counts        // sub requests that failed, by error code or kind
+	subsStart time.Time     // set by subscribeLean before its first Send
 }
 
-// fanSub is one subscriber. Its read goroutine is the only writer.
+// fanSub is one subscriber. Its connection's read goroutine (full client)
+// or reactor (lean) is the only writer of its books.
 type fanSub struct {
 	mu      sync.Mutex
 	lat     []int64 // guarded by mu; by seq: receive − intended, ns; 0 not received
 	dup     int64   // guarded by mu
 	reorder int64   // guarded by mu
 	maxSeen int     // guarded by mu; -1 before any
+
+	// subAt is its lean sub request's state: 0 not sent; > 0 awaiting the
+	// reply since subAt−1 ns after fanRun.subsStart; subDone answered or
+	// given up. Whoever swaps a positive value out owns the outcome.
+	subAt atomic.Int64
+}
+
+// subDone is fanSub.subAt once the sub request has its outcome.
+const subDone = -1
+
+// newFanRun sets up the books of n subscribers and slots sequence numbers.
+func newFanRun(cfg *Config, topic string, n, slots int) *fanRun {
+	fr := &fanRun{
+		cfg:      cfg,
+		topic:    topic,
+		slots:    slots,
+		got:      make([]atomic.Int32, slots),
+		stampLat: newLatency(),
+		all:      cfg.Recorder.Hist(HistFanoutAll),
+		last:     cfg.Recorder.Hist(HistFanoutLast),
+		received: cfg.Recorder.Counter(CountReceived),
+		stamped:  make([]atomic.Bool, slots),
+		subLat:   cfg.Recorder.Hist(HistSubscribe),
+		subSlots: make(chan struct{}, max(1, cfg.MaxInFlight)),
+		subs:     make([]*fanSub, n),
+	}
+	for i := range fr.subs {
+		fr.subs[i] = &fanSub{lat: make([]int64, slots), maxSeen: -1}
+	}
+	return fr
 }
 
 // token is the token of this agent's i-th connection (the publisher is
@@ -198,16 +247,7 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	if int64(N)*int64(slots) > maxFanSlots {
 		return nil, fmt.Errorf("loadtest: fanout: %d subscribers × %d publishes is too much bookkeeping (max %d); shorten --duration or lower --rate", N, slots, maxFanSlots)
 	}
-	fr := &fanRun{
-		cfg:      cfg,
-		topic:    fmt.Sprintf("%sfanout.lt%d", fanTopicPrefix, cfg.Seed),
-		slots:    slots,
-		got:      make([]atomic.Int32, slots),
-		stampLat: newLatency(),
-		all:      cfg.Recorder.Hist(HistFanoutAll),
-		last:     cfg.Recorder.Hist(HistFanoutLast),
-		stamped:  make([]atomic.Bool, slots),
-	}
+	fr := newFanRun(cfg, fmt.Sprintf("%sfanout.lt%d", fanTopicPrefix, cfg.Seed), N, slots)
 	fs := &FanoutStats{Subscribers: N, Topic: fr.topic, PublishVia: "websocket", TargetRate: cfg.Rate}
 	if cfg.Rate > 40 {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("%.0f publishes/s from one connection is near the server's default limits (50 frames/s per connection, 100/s per user)", cfg.Rate))
@@ -216,18 +256,23 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	tokens := make([]string, N)
 	d := newDialer(cfg)
 	for i := range tokens {
-		fr.subs = append(fr.subs, &fanSub{lat: make([]int64, slots), maxSeen: -1})
 		var err error
 		if tokens[i], err = fr.token(d, i, userID(cfg, "f", i), false, ttl); err != nil {
 			return nil, err
 		}
 	}
 
-	logf(cfg, "fanout: opening %d subscriber connections at %.0f/s", N, cfg.ConnectRate)
-	res := d.openAll(ctx, N, cfg.ConnectRate, tokens, func(i int) func(client.Event) {
-		return fr.onSub(fr.subs[i], i == 0)
-	}, true)
-	defer closeAll(res.conns)
+	useLean := cfg.Client == "lean"
+	logf(cfg, "fanout: opening %d subscriber connections (%s client) at %.0f/s", N, cfg.Client, cfg.ConnectRate)
+	var res *openResult
+	if useLean {
+		res = d.openLeanHooked(ctx, N, cfg.ConnectRate, tokens, true, leanHooks{onMessage: fr.onLeanMessage, onClose: fr.onLeanClose})
+	} else {
+		res = d.openAll(ctx, N, cfg.ConnectRate, tokens, func(i int) func(client.Event) {
+			return fr.onSub(fr.subs[i], i == 0)
+		}, true)
+	}
+	defer res.close()
 	cs := connectStats(cfg.ConnectRate, N, res)
 	r.Connect = &cs
 	if int(cs.OK) != N {
@@ -235,7 +280,11 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	}
 
 	logf(cfg, "fanout: subscribing %d connections to %s", N, fr.topic)
-	if err := fr.subscribeAll(ctx, res.conns, fs); err != nil {
+	subscribe := func() error { return fr.subscribeAll(ctx, res.conns, fs) }
+	if useLean {
+		subscribe = func() error { return fr.subscribeLean(ctx, res.lean, fs) }
+	}
+	if err := subscribe(); err != nil {
 		return fs, err
 	}
 	logf(cfg, "fanout: subscribed in %.2f s (sub p99 %.1f ms)", fs.SubscribeSeconds, fs.Subscribe.P99)
@@ -297,19 +346,21 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	}
 	drainStart := time.Now()
 	logf(cfg, "fanout: %d published; waiting for the last value to reach every subscriber", last+1)
-	fs.DrainTimedOut = !fr.drain(ctx, res.conns, last, fanDrain)
+	fs.DrainTimedOut = !fr.drain(ctx, res.alive, last, fanDrain)
 	fs.DrainSeconds = time.Since(drainStart).Seconds()
 
-	// Disconnections, before our own closes.
-	var dk counts
+	// Disconnections, before our own closes: lean subscribers were
+	// counted as they ended (onLeanClose).
 	for _, c := range res.conns {
 		if err := c.Err(); err != nil {
-			fs.Disconnected++
-			dk.add(errKind(err))
+			fr.disc.add(errKind(err))
 		}
 	}
-	if fs.Disconnected > 0 {
-		fs.DisconnectKinds = dk.snapshot()
+	if dk := fr.disc.snapshot(); len(dk) > 0 {
+		fs.DisconnectKinds = dk
+		for _, n := range dk {
+			fs.Disconnected += int(n)
+		}
 	}
 	if pub != nil && pub.Err() != nil {
 		fr.pubErr.add("publisher_closed_" + errKind(pub.Err()))
@@ -318,6 +369,16 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	if fs.Measured > 0 && cfg.Duration > 0 {
 		fs.AchievedRate = float64(fs.Measured) / cfg.Duration.Seconds()
 	}
+	// The delivery books, for the summary and --slo loss, dup and
+	// reorder. A value coalesced away is not lost: on a latest-value topic
+	// the server may replace a slow subscriber's pending value with a
+	// newer one, so only the values a subscriber got neither themselves
+	// nor anything later count as lost (Expected = Received + Coalesced +
+	// NotReceived).
+	cfg.Recorder.Add(CountExpected, fs.Expected)
+	cfg.Recorder.Add(CountLost, fs.NotReceived)
+	cfg.Recorder.Add(CountDup, fs.Duplicates)
+	cfg.Recorder.Add(CountReordered, fs.Reordered)
 	fr.warn(fs, r)
 	return fs, ctx.Err()
 }
@@ -325,8 +386,8 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 // subscribeAll subscribes every connection to the topic, a bounded number
 // at a time.
 func (fr *fanRun) subscribeAll(ctx context.Context, conns []*client.Conn, fs *FanoutStats) error {
-	lat := fr.cfg.Recorder.Hist(HistSubscribe)
-	var errs counts
+	lat := fr.subLat
+	errs := &fr.subErrs
 	workers := min(256, fr.cfg.MaxInFlight, len(conns))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -340,7 +401,7 @@ func (fr *fanRun) subscribeAll(ctx context.Context, conns []*client.Conn, fs *Fa
 				if i >= len(conns) || ctx.Err() != nil {
 					return
 				}
-				sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				sctx, cancel := context.WithTimeout(ctx, subscribeWait)
 				t := time.Now()
 				err := conns[i].Subscribe(sctx, fr.topic)
 				cancel()
@@ -358,17 +419,170 @@ func (fr *fanRun) subscribeAll(ctx context.Context, conns []*client.Conn, fs *Fa
 		}()
 	}
 	wg.Wait()
+	return fr.subscribed(ctx, len(conns), start, fs)
+}
+
+// subscribed fills in the subscribe figures of n requests started at
+// start and fails the run unless all succeeded.
+func (fr *fanRun) subscribed(ctx context.Context, n int, start time.Time, fs *FanoutStats) error {
 	fs.SubscribeSeconds = time.Since(start).Seconds()
-	fs.Subscribe = lat.percentiles()
-	fs.SubscribeErrors = errs.snapshot()
-	if fs.Subscribe.Count != int64(len(conns)) {
-		return fmt.Errorf("loadtest: fanout: %d of %d subscriptions failed (%s)", int64(len(conns))-fs.Subscribe.Count, len(conns), fmtCounts(fs.SubscribeErrors))
+	fs.Subscribe = fr.subLat.percentiles()
+	fs.SubscribeErrors = fr.subErrs.snapshot()
+	if fs.Subscribe.Count != int64(n) {
+		return fmt.Errorf("loadtest: fanout: %d of %d subscriptions failed (%s)", int64(n)-fs.Subscribe.Count, n, fmtCounts(fs.SubscribeErrors))
 	}
 	return ctx.Err()
 }
 
-// onSub records a subscriber's events. It runs on the connection's read
-// goroutine, so it only parses two numbers and stores one.
+// subscribeLean subscribes every lean connection with a sub frame whose id
+// is its index; onLeanReply takes the replies. At most MaxInFlight requests
+// await their reply at once; the wait for one gives up after
+// subscribeWait without any reply, and what is still unanswered then
+// counts as "timeout".
+func (fr *fanRun) subscribeLean(ctx context.Context, conns []*lean.Conn, fs *FanoutStats) error {
+	start := time.Now()
+	fr.subsStart = start // before the first Send, which orders it before every reply
+	stall := time.NewTimer(subscribeWait)
+	defer stall.Stop()
+	acquire := func() bool {
+		select {
+		case fr.subSlots <- struct{}{}:
+			return true
+		default:
+		}
+		stall.Reset(subscribeWait) // since the last reply, at the latest
+		select {
+		case fr.subSlots <- struct{}{}:
+			return true
+		case <-stall.C:
+		case <-ctx.Done():
+		}
+		return false
+	}
+	buf := make([]byte, 0, 64+len(fr.topic))
+	gaveUp := false
+	for i, c := range conns {
+		if gaveUp = !acquire(); gaveUp {
+			break
+		}
+		buf = append(buf[:0], `{"type":"sub","id":"`...)
+		buf = strconv.AppendInt(buf, int64(i), 10)
+		buf = append(buf, `","topic":`...)
+		buf = protocol.AppendString(buf, fr.topic)
+		buf = append(buf, '}')
+		s := fr.subs[i]
+		s.subAt.Store(int64(time.Since(start)) + 1)
+		if err := c.Send(buf); err != nil && s.subAt.Swap(subDone) > 0 {
+			fr.subErrs.add(lean.ErrKind(err))
+			<-fr.subSlots
+		}
+	}
+	// The replies are in once every slot is free again.
+	for k := 0; k < cap(fr.subSlots) && !gaveUp; k++ {
+		gaveUp = !acquire()
+	}
+	for _, s := range fr.subs {
+		switch at := s.subAt.Swap(subDone); {
+		case ctx.Err() != nil:
+		case at > 0:
+			fr.subErrs.add("timeout")
+		case at == 0:
+			fr.subErrs.add("not_sent") // the wait gave up before its turn
+		}
+	}
+	return fr.subscribed(ctx, len(conns), start, fs)
+}
+
+// Frame type prefixes the lean subscribers' frames are sorted by (the
+// server writes the type first).
+var (
+	rawEvent  = []byte(`{"type":"event",`)
+	rawResult = []byte(`{"type":"result"`)
+	rawError  = []byte(`{"type":"error"`)
+)
+
+// onLeanMessage is the lean subscribers' lean.Config.OnMessage: c.Tag
+// indexes fr.subs. It runs on a reactor, so an event costs what onEvent
+// costs and nothing more.
+func (fr *fanRun) onLeanMessage(c *lean.Conn, frame []byte) {
+	i := int(c.Tag)
+	if i < 0 || i >= len(fr.subs) {
+		fr.unexp.Add(1)
+		return
+	}
+	switch {
+	case bytes.HasPrefix(frame, rawEvent):
+		fr.onEvent(fr.subs[i], i == 0, frame)
+	case bytes.HasPrefix(frame, rawResult), bytes.HasPrefix(frame, rawError):
+		fr.onLeanReply(fr.subs[i], i, frame)
+	default:
+		fr.unexp.Add(1)
+	}
+}
+
+// onLeanReply handles a result or error frame of lean subscriber i: the
+// reply to its sub request (id i) records the subscribe latency or error
+// and frees a slot; any other error frame is a subscriber error. Once per
+// subscriber, so it may decode with encoding/json.
+func (fr *fanRun) onLeanReply(s *fanSub, i int, frame []byte) {
+	var reply struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+		Code string `json:"code"`
+	}
+	if json.Unmarshal(frame, &reply) != nil {
+		fr.unexp.Add(1)
+		return
+	}
+	isErr := reply.Type == protocol.TypeError
+	if reply.ID != strconv.Itoa(i) {
+		if isErr {
+			fr.subErr.add(reply.Code)
+		} else {
+			fr.unexp.Add(1)
+		}
+		return
+	}
+	at := s.subAt.Swap(subDone)
+	if at <= 0 { // after subscribeLean gave up, or a second reply
+		fr.unexp.Add(1)
+		return
+	}
+	if isErr {
+		fr.subErrs.add(reply.Code)
+	} else {
+		fr.subLat.record(time.Since(fr.subsStart) - time.Duration(at-1))
+	}
+	fr.freeSlot()
+}
+
+// freeSlot frees a sub request's slot without ever blocking the reactor.
+func (fr *fanRun) freeSlot() {
+	select {
+	case <-fr.subSlots:
+	default:
+	}
+}
+
+// onLeanClose is the lean subscribers' lean.Config.OnClose: a connection
+// that ended other than by the run's own close is a disconnection, and
+// fails its sub request if that still awaits its reply.
+func (fr *fanRun) onLeanClose(c *lean.Conn, code int, err error) {
+	if errors.Is(err, lean.ErrClosed) {
+		return
+	}
+	kind := lean.ErrKind(err)
+	if code != 0 {
+		kind = fmt.Sprintf("close_%d", code)
+	}
+	fr.disc.add(kind)
+	if i := int(c.Tag); i >= 0 && i < len(fr.subs) && fr.subs[i].subAt.Swap(subDone) > 0 {
+		fr.subErrs.add(kind)
+		fr.freeSlot()
+	}
+}
+
+// onSub records a full client subscriber's events.
 func (fr *fanRun) onSub(s *fanSub, stamp bool) func(client.Event) {
 	return func(ev client.Event) {
 		if ev.Type != protocol.TypeEvent {
@@ -379,42 +593,50 @@ func (fr *fanRun) onSub(s *fanSub, stamp bool) func(client.Event) {
 			}
 			return
 		}
-		now := time.Now().UnixNano()
-		seq, sent, ok := parseFanEvent(ev.Raw)
-		if !ok || seq < 0 || seq >= fr.slots {
-			fr.unexp.Add(1)
-			return
+		fr.onEvent(s, stamp, ev.Raw)
+	}
+}
+
+// onEvent records an event frame (its JSON, valid during the call) that
+// subscriber s received; stamp: it is the subscriber that measures the
+// server's stamps. It runs on the connection's read goroutine or reactor,
+// so it only parses two numbers and stores one, and allocates nothing.
+func (fr *fanRun) onEvent(s *fanSub, stamp bool, raw []byte) {
+	now := time.Now().UnixNano()
+	seq, sent, ok := parseFanEvent(raw)
+	if !ok || seq < 0 || seq >= fr.slots {
+		fr.unexp.Add(1)
+		return
+	}
+	d := now - sent
+	if d < 1 {
+		d = 1 // 0 means "not received"
+	}
+	s.mu.Lock()
+	first := s.lat[seq] == 0
+	if first {
+		s.lat[seq] = d
+		if seq < s.maxSeen {
+			s.reorder++
 		}
-		d := now - sent
-		if d < 1 {
-			d = 1 // 0 means "not received"
-		}
-		s.mu.Lock()
-		first := s.lat[seq] == 0
-		if first {
-			s.lat[seq] = d
-			if seq < s.maxSeen {
-				s.reorder++
+		s.maxSeen = max(s.maxSeen, seq)
+	} else {
+		s.dup++
+	}
+	s.mu.Unlock()
+	if first {
+		fr.received.Add(1)
+		n := fr.got[seq].Add(1)
+		if sent >= fr.measure.Load() {
+			fr.all.record(time.Duration(d))
+			if int(n) == len(fr.subs) {
+				fr.last.record(time.Duration(d))
 			}
-			s.maxSeen = max(s.maxSeen, seq)
-		} else {
-			s.dup++
 		}
-		s.mu.Unlock()
-		if first {
-			fr.cfg.Recorder.Add(CountReceived, 1)
-			n := fr.got[seq].Add(1)
-			if sent >= fr.measure.Load() {
-				fr.all.record(time.Duration(d))
-				if int(n) == len(fr.subs) {
-					fr.last.record(time.Duration(d))
-				}
-			}
-		}
-		if stamp && first && sent >= fr.measure.Load() && !fr.stamped[seq].Swap(true) {
-			if ts, ok := fanField(ev.Raw, `,"ts":`); ok {
-				fr.stampLat.record(time.Duration(ts*int64(time.Millisecond) - sent))
-			}
+	}
+	if stamp && first && sent >= fr.measure.Load() && !fr.stamped[seq].Swap(true) {
+		if ts, ok := fanField(raw, `,"ts":`); ok {
+			fr.stampLat.record(time.Duration(ts*int64(time.Millisecond) - sent))
 		}
 	}
 }
@@ -448,16 +670,16 @@ func (fr *fanRun) publishLoop(ctx context.Context, c *client.Conn, t0, end time.
 	})
 }
 
-// drain waits until every live subscriber has the last value (so every
-// earlier one was either received or coalesced), or until timeout. It
-// reports whether they all got it.
-func (fr *fanRun) drain(ctx context.Context, conns []*client.Conn, last int, timeout time.Duration) bool {
+// drain waits until every live subscriber (alive counts them) has the
+// last value (so every earlier one was either received or coalesced), or
+// until timeout. It reports whether they all got it.
+func (fr *fanRun) drain(ctx context.Context, alive func() int, last int, timeout time.Duration) bool {
 	if last < 0 {
 		return true
 	}
 	deadline := time.Now().Add(timeout)
 	for {
-		if int(fr.got[last].Load()) >= alive(conns) {
+		if int(fr.got[last].Load()) >= alive() {
 			return true
 		}
 		if !time.Now().Before(deadline) || ctx.Err() != nil {

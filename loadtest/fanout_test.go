@@ -3,14 +3,33 @@ package loadtest
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/parley-im/parley/loadtest/lean"
+	"github.com/parley-im/parley/protocol"
 )
 
 func TestFanout(t *testing.T) {
+	if c := (Config{URL: "ws://x", Key: []byte("k"), Scenario: "fanout"}); c.defaults() != nil || c.Client != "lean" {
+		t.Errorf("fanout's default client is %q, want lean", c.Client)
+	}
+	for _, client := range []string{"lean", "full"} {
+		t.Run(client, func(t *testing.T) { testFanout(t, client) })
+	}
+}
+
+// testFanout runs the scenario with client's subscribers against a real
+// server and checks the books against the server's metrics.
+func testFanout(t *testing.T, client string) {
 	n, key := startNode(t)
 	cfg := baseConfig(n, key, "fanout")
+	cfg.Client = client
+	var log lockedLog
+	cfg.Log = &log
 	cfg.Conns = 50 // subscribers
 	cfg.Rate = 20  // publishes/s
 	cfg.Duration = 2 * time.Second
@@ -21,6 +40,9 @@ func TestFanout(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := r.Fanout
+	if want := "subscriber connections (" + client + " client)"; !strings.Contains(log.String(), want) {
+		t.Errorf("log does not say %q:\n%s", want, log.String())
+	}
 	var sb strings.Builder
 	r.WriteSummary(&sb)
 	t.Log("\n" + sb.String())
@@ -98,9 +120,41 @@ func TestFanout(t *testing.T) {
 	if got := r.Metrics[HistFanoutLast].Count; got != f.LastMember.Count {
 		t.Errorf("recorder has %d fan-out completions, books %d", got, f.LastMember.Count)
 	}
+	if c := r.Counters; c[CountExpected] != f.Expected || c[CountLost] != f.NotReceived || c[CountDup] != f.Duplicates || c[CountReordered] != f.Reordered {
+		t.Errorf("recorder expected %d lost %d dup %d reordered %d; books %d %d %d %d", c[CountExpected], c[CountLost], c[CountDup], c[CountReordered],
+			f.Expected, f.NotReceived, f.Duplicates, f.Reordered)
+	}
+	if got := r.Metrics[HistSubscribe].Count; got != 50 {
+		t.Errorf("recorder has %d subscribe latencies, want 50", got)
+	}
+	// The server handled one sub frame per subscriber and refused nothing.
+	if got := metric(t, n, `parley_frames_in_total{type="sub"`); got != 50 {
+		t.Errorf("server handled %v sub frames, want 50", got)
+	}
+	if got := metric(t, n, "parley_errors_total"); got != 0 {
+		t.Errorf("server sent %v errors", got)
+	}
 	if r.Version != ReportVersion || len(r.Timeline) < 2 {
 		t.Errorf("report version %d, %d intervals", r.Version, len(r.Timeline))
 	}
+}
+
+// lockedLog is a Config.Log that keeps what it is given.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder // guarded by mu
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestFanoutCoalesced checks the bookkeeping of values a subscriber never
@@ -145,5 +199,65 @@ func TestParseFanEvent(t *testing.T) {
 		if seq != c.seq || sent != c.sent || ok != c.ok {
 			t.Errorf("%s: %d %d %v", c.in, seq, sent, ok)
 		}
+	}
+}
+
+// TestFanoutLeanAllocs checks that an event costs a lean subscriber no
+// allocation: onLeanMessage parses the frame in place and books it, on the
+// longest path (the stamping subscriber, a measured value, the last member).
+func TestFanoutLeanAllocs(t *testing.T) {
+	const runs = 1000
+	cfg := &Config{Rate: 10, Recorder: NewRecorder(time.Now()), MaxInFlight: 10}
+	fr := newFanRun(cfg, "bench.t", 2, runs+1)
+	sent := time.Now().UnixNano()
+	frames := make([][]byte, runs+1) // AllocsPerRun runs once more to warm up
+	for k := range frames {
+		frames[k] = protocol.AppendEvent(nil, "bench.t", fmt.Appendf(nil, `{"seq":%d,"sent":%d}`, k, sent), "u", sent/1e6)
+	}
+	stamper, other := &lean.Conn{Tag: 0}, &lean.Conn{Tag: 1}
+	k := 0
+	allocs := testing.AllocsPerRun(runs, func() {
+		fr.onLeanMessage(stamper, frames[k])
+		fr.onLeanMessage(other, frames[k])
+		k++
+	})
+	if allocs != 0 {
+		t.Errorf("%v allocations per event", allocs)
+	}
+	if got := fr.received.Load(); got != 2*int64(k) || fr.unexp.Load() != 0 || fr.last.percentiles().Count != int64(k) || fr.stampLat.percentiles().Count != int64(k) {
+		t.Errorf("received %d of %d, unexpected %d, completions %d, stamps %d", got, 2*k, fr.unexp.Load(), fr.last.percentiles().Count, fr.stampLat.percentiles().Count)
+	}
+}
+
+// TestFanoutLeanReplies checks how lean subscribers' replies and closes
+// are booked: a result is a subscription, an error with the sub's id a
+// subscribe error by code, an error without it a subscriber error, a
+// second reply unexpected; a connection that ends with its sub pending
+// fails it; the run's own close is no disconnection. Every outcome frees
+// its request's slot.
+func TestFanoutLeanReplies(t *testing.T) {
+	cfg := &Config{Rate: 10, Recorder: NewRecorder(time.Now()), MaxInFlight: 4}
+	fr := newFanRun(cfg, "bench.t", 3, 10)
+	fr.subsStart = time.Now()
+	for _, s := range fr.subs {
+		s.subAt.Store(1)
+		fr.subSlots <- struct{}{}
+	}
+	conn := func(tag int32) *lean.Conn { return &lean.Conn{Tag: tag} }
+	fr.onLeanMessage(conn(0), []byte(`{"type":"result","id":"0"}`))
+	fr.onLeanMessage(conn(1), []byte(`{"type":"error","id":"1","code":"forbidden","message":"no"}`))
+	fr.onLeanMessage(conn(2), []byte(`{"type":"error","code":"rate_limited","message":"slow down"}`))
+	fr.onLeanMessage(conn(0), []byte(`{"type":"result","id":"0"}`))
+	fr.onLeanClose(conn(2), 4000, nil)
+	fr.onLeanClose(conn(0), 0, lean.ErrClosed)
+	subErrs, subErr, disc := fr.subErrs.snapshot(), fr.subErr.snapshot(), fr.disc.snapshot()
+	if n := fr.subLat.percentiles().Count; n != 1 || len(subErrs) != 2 || subErrs["forbidden"] != 1 || subErrs["close_4000"] != 1 {
+		t.Errorf("subscribed %d, subscribe errors %v", n, subErrs)
+	}
+	if len(subErr) != 1 || subErr["rate_limited"] != 1 || fr.unexp.Load() != 1 || len(disc) != 1 || disc["close_4000"] != 1 {
+		t.Errorf("subscriber errors %v, unexpected %d, disconnections %v", subErr, fr.unexp.Load(), disc)
+	}
+	if n := len(fr.subSlots); n != 0 {
+		t.Errorf("%d slots still taken", n)
 	}
 }

@@ -12,16 +12,40 @@ import (
 	"github.com/parley-im/parley/loadtest/lean"
 )
 
+// leanHooks lets a scenario see its lean connections' traffic. Both run
+// on a reactor goroutine and must return quickly; c.Tag is the
+// connection's index in openLeanHooked's tokens. Zero hooks: the
+// connections only answer pings (idle, connect).
+type leanHooks struct {
+	// onMessage gets every frame but pings after hello (lean.Config.OnMessage).
+	onMessage func(c *lean.Conn, frame []byte)
+	// onClose is told when an established connection ends, after the run's
+	// live count (lean.Config.OnClose).
+	onClose func(c *lean.Conn, code int, err error)
+}
+
 // openLean opens n connections like openAll, with the lean client: no
 // goroutine per connection, a few hundred bytes each, able to answer pings
 // and record close codes but not to send requests. One pool per URL.
 func (d *dialer) openLean(ctx context.Context, n int, rate float64, tokens []string, keep bool) *openResult {
+	return d.openLeanHooked(ctx, n, rate, tokens, keep, leanHooks{})
+}
+
+// openLeanHooked is openLean for a scenario that sends (c.Send) and reads
+// replies and events, through h.
+func (d *dialer) openLeanHooked(ctx context.Context, n int, rate float64, tokens []string, keep bool, h leanHooks) *openResult {
 	res := &openResult{lat: newLatency()}
 	rec := d.cfg.Recorder
 	for _, u := range d.cfg.URLs {
 		lc, err := leanConfig(u)
 		if err == nil {
-			lc.OnClose = func(_ *lean.Conn, code int, err error) { d.cfg.live.leanClosed(code, err) }
+			lc.OnClose = func(c *lean.Conn, code int, err error) {
+				d.cfg.live.leanClosed(code, err)
+				if h.onClose != nil {
+					h.onClose(c, code, err)
+				}
+			}
+			lc.OnMessage = h.onMessage
 			var p *lean.Pool
 			if p, err = lean.New(lc); err == nil {
 				res.pools = append(res.pools, p)
@@ -49,6 +73,7 @@ func (d *dialer) openLean(ctx context.Context, n int, rate float64, tokens []str
 				res.failed(rec, lean.ErrKind(err), err)
 				return
 			}
+			c.Tag = int32(i) // before any onMessage: done runs first, on the reactor
 			res.opened(rec, at, keep)
 			if keep {
 				d.cfg.live.leanOpened()

@@ -90,9 +90,9 @@ type Config struct {
 	// once (storm; default 50).
 	KillPercent float64
 	// Client is "lean" (package lean: epoll, no goroutine per connection,
-	// a few hundred bytes each; default for idle and connect) or "full"
-	// (package client, one read goroutine each; the message scenarios
-	// always use it).
+	// a few hundred bytes each; the default for idle, connect and fanout's
+	// subscribers when every URL is ws://) or "full" (package client, one
+	// read goroutine each; the other scenarios always use it).
 	Client string
 	// SourceAddrs are the local addresses to dial from, round robin. Empty
 	// means the kernel's choice.
@@ -180,8 +180,11 @@ func (c *Config) defaults() error {
 	}
 	if c.Client == "" {
 		c.Client = "full"
-		if c.Scenario == "idle" || c.Scenario == "connect" {
-			c.Client = "lean"
+		switch c.Scenario {
+		case "idle", "connect", "fanout": // fanout: the subscribers; its publisher is a full client
+			if plainWS(c.URLs) {
+				c.Client = "lean"
+			}
 		}
 	}
 	if c.Client != "lean" && c.Client != "full" {
@@ -330,6 +333,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		return nil
 	})
+}
+
+// plainWS reports whether every URL is ws:// (or http://): the lean client
+// speaks no TLS.
+func plainWS(urls []string) bool {
+	for _, u := range urls {
+		if !strings.HasPrefix(u, "ws://") && !strings.HasPrefix(u, "http://") {
+			return false
+		}
+	}
+	return true
 }
 
 // preflightInput describes a run that holds files sockets at once.

@@ -66,7 +66,7 @@ func addLoadtestFlags(fs *flag.FlagSet) *loadtestFlags {
 		bodySize:       fs.Int("body-size", 0, "chat, group: pad message bodies to this many bytes"),
 		churnRate:      fs.Float64("churn-rate", 0, "presence: connections dropped and reopened per second (default 10% of --conns)"),
 		killPercent:    fs.Float64("kill-percent", 50, "storm: share of connections cut at once"),
-		client:         fs.String("client", "", "lean (epoll, no goroutine per socket; default for idle) or full"),
+		client:         fs.String("client", "", "lean (epoll, no goroutine per socket; default for idle, connect and fanout's subscribers on ws:// URLs) or full"),
 		srcAddrs:       fs.String("source-addrs", "", "local addresses to dial from, e.g. 127.0.0.2-127.0.0.50 (empty: kernel's choice)"),
 		serverPIDs:     fs.String("server-pid", "", "server process id(s), comma-separated, to read their VmRSS and CPU use"),
 		seed:           fs.Int64("seed", 0, "makes users, conversations, payloads and jitter reproducible (0: time based)"),

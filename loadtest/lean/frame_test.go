@@ -316,9 +316,55 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
+// TestOnMessage checks what Config.OnMessage is handed: every frame after
+// hello but pings, batched frames one by one, trimmed, none of a
+// fragmented message, and frames that share a read with hello only after
+// Dial's done has set the tag.
+func TestOnMessage(t *testing.T) {
+	r, c, peer := testConn(t, 1<<20, nil)
+	defer r.shutdown()
+	defer syscall.Close(peer)
+	type got struct {
+		tag   int32
+		frame string
+	}
+	var frames []got
+	r.p.cfg.OnMessage = func(c *Conn, frame []byte) {
+		frames = append(frames, got{c.Tag, string(frame)}) // a copy: frame is the read buffer
+	}
+	r.p.connecting.Add(1)
+	c.status.Store(stHello)
+	c.x = &ext{done: func(c *Conn, err error) {
+		if err == nil {
+			c.Tag = 7
+		}
+	}}
+	stream := bytes.Join([][]byte{
+		text("{\"type\":\"hello\"}\n{\"type\":\"event\",\"seq\":1}"), // one message: hello and an event
+		text(`{"type":"ping"}`),
+		text("{\"type\":\"result\",\"id\":\"1\"}\n{\"type\":\"ping\"}\n \n{\"type\":\"event\",\"seq\":2} \r"),
+		serverFrame(false, opText, []byte(`{"type":"event"`)),
+		serverFrame(true, opContinuation, []byte(`}`)),
+		serverFrame(true, opBinary, []byte(`{"type":"event"}`)),
+	}, nil)
+	r.input(c, stream) // one read
+	want := []got{{7, `{"type":"event","seq":1}`}, {7, `{"type":"result","id":"1"}`}, {7, `{"type":"event","seq":2}`}}
+	if len(frames) != len(want) {
+		t.Fatalf("OnMessage got %q, want %q", frames, want)
+	}
+	for i := range want {
+		if frames[i] != want[i] {
+			t.Errorf("frame %d: %+v, want %+v", i, frames[i], want[i])
+		}
+	}
+	if s := c.status.Load(); s != stOpen || r.pings.Load() != 2 || r.events.Load() != 5 {
+		t.Errorf("status %d pings %d events %d", s, r.pings.Load(), r.events.Load())
+	}
+}
+
 // TestIdleCosts guards the per-connection budget: the struct stays at 32
 // bytes, and answering a ping (the only traffic of an idle connection)
-// allocates nothing.
+// allocates nothing, nor does handing a frame to OnMessage.
 func TestIdleCosts(t *testing.T) {
 	if n := unsafe.Sizeof(Conn{}); n > 32 {
 		t.Errorf("Conn is %d bytes, want at most 32", n)
@@ -336,5 +382,15 @@ func TestIdleCosts(t *testing.T) {
 	})
 	if allocs != 0 || c.x != nil || c.status.Load() != stOpen {
 		t.Errorf("%v allocations per ping; ext %v; status %d", allocs, c.x != nil, c.status.Load())
+	}
+	n := 0
+	r.p.cfg.OnMessage = func(c *Conn, frame []byte) { n += len(frame) }
+	ev := text(`{"type":"event","topic":"t","data":{"seq":1},"ts":1}`)
+	allocs = testing.AllocsPerRun(1000, func() {
+		r.input(c, ev)
+		r.trim(c)
+	})
+	if allocs != 0 || n == 0 || c.x != nil {
+		t.Errorf("%v allocations per event handed to OnMessage (%d bytes seen); ext %v", allocs, n, c.x != nil)
 	}
 }

@@ -10,19 +10,22 @@
 // address with IP_BIND_ADDRESS_NO_PORT), the HTTP upgrade, the wait for the
 // server's hello, answering the server's pings (application {"type":"ping"}
 // and websocket control pings) and the close handshake. Everything else the
-// server sends is counted and dropped. Handshakes are bounded by
-// Config.DialTimeout, checked by each reactor's sweep, not by a timer per
-// connection.
+// server sends is counted and handed, frame by frame, to Config.OnMessage
+// if it is set, or dropped. Handshakes are bounded by Config.DialTimeout,
+// checked by each reactor's sweep, not by a timer per connection.
 //
 // It must not grow into a general client: it never decodes frames beyond
-// their type, never reconnects, never buffers what the server sends, and
-// never blocks a reactor (callbacks run on reactor goroutines and must
-// return quickly). Use package client for requests and replies.
+// their type, never reconnects, never buffers what the server sends (a
+// frame handed to OnMessage is valid during the call only), and never
+// blocks a reactor (callbacks run on reactor goroutines and must return
+// quickly). A caller that matches replies to its few requests does so in
+// OnMessage, by Conn.Tag; use package client for anything richer.
 //
-// Concurrency: a connection's socket, its state and its buffers are owned
-// by its reactor; Close, Abort and Send queue a command for it. The reactor
-// is the only writer of every socket and the only goroutine that closes one,
-// so a file descriptor is never used after the kernel may have reused it.
+// Concurrency: a connection's socket, its state, its buffers and its Tag
+// are owned by its reactor; Close, Abort and Send queue a command for it.
+// The reactor is the only writer of every socket and the only goroutine
+// that closes one, so a file descriptor is never used after the kernel may
+// have reused it.
 //
 // Linux only (epoll).
 package lean
@@ -80,6 +83,17 @@ type Config struct {
 	// ErrClosed after Close, Abort or Pool.Close, otherwise why it ended
 	// (io.EOF, a syscall.Errno, ErrTooLarge, ErrProtocol...).
 	OnClose func(c *Conn, code int, err error)
+	// OnMessage, if set, is called on c's reactor goroutine for every
+	// Parley frame (one JSON object, surrounding blanks trimmed) that c
+	// receives after hello and that is not a ping: each frame of a
+	// newline-batched message separately, in the order received, and never
+	// before Dial's done for c has returned, even for frames that came in
+	// the same read as hello. frame is only valid during the call (it is
+	// the reactor's read buffer); the callback must not block, and may call
+	// c.Send and c.Close, which only queue. Frames of a fragmented or
+	// binary message are counted in Stats.Events but not handed over (the
+	// Parley server sends neither). nil: frames are counted and dropped.
+	OnMessage func(c *Conn, frame []byte)
 }
 
 // Errors reported to Dial's done and OnClose. ErrKind names them.
@@ -276,11 +290,12 @@ func (p *Pool) now() int64 { return int64(time.Since(p.epoch)) }
 // Dial starts a connection from source address local (an invalid
 // netip.Addr: the kernel's choice), authenticating with token (empty: no
 // Authorization header). It never blocks on the network. done is called
-// exactly once, on a reactor goroutine, with nil once hello arrives, or
-// with the error: *UpgradeError, *CloseError (the server closed before
-// hello), a syscall.Errno (ECONNREFUSED, EADDRNOTAVAIL, EMFILE...),
-// ErrTimeout, ErrProtocol or ErrClosed. After Pool.Close, done is called at
-// once on the caller's goroutine with ErrClosed.
+// exactly once, on a reactor goroutine, with nil once hello arrives (before
+// any Config.OnMessage for c: the place to set c.Tag), or with the error:
+// *UpgradeError, *CloseError (the server closed before hello), a
+// syscall.Errno (ECONNREFUSED, EADDRNOTAVAIL, EMFILE...), ErrTimeout,
+// ErrProtocol or ErrClosed. After Pool.Close, done is called at once on the
+// caller's goroutine with ErrClosed.
 func (p *Pool) Dial(local netip.Addr, token string, done func(c *Conn, err error)) {
 	r := p.reactors[(p.next.Add(1)-1)%uint64(len(p.reactors))]
 	c := &Conn{r: r, fd: -1}
@@ -321,7 +336,7 @@ type Stats struct {
 	Open          int64 // established connections now
 	Closed        int64 // established connections that ended
 	PingsAnswered int64 // application and control pings answered
-	Events        int64 // other frames received after hello (each JSON frame of a batch counts)
+	Events        int64 // other frames received after hello (each JSON frame of a batch counts), handed to OnMessage or not
 	BytesIn       int64 // bytes read from sockets, HTTP responses included
 	// CloseCodes counts close frames from the server by code, before or
 	// after hello.
@@ -412,13 +427,21 @@ const (
 )
 
 // Conn is one connection. Its fields are owned by its reactor except
-// status, which others read.
+// status, which others read. It is 32 bytes; keep it so (TestIdleCosts).
 type Conn struct {
 	r      *reactor      // static
 	x      *ext          // handshake and pending bytes; nil while idle
 	fd     int32         // -1 before the socket and after close
-	flags  uint8         // flag*
 	status atomic.Uint32 // st*
+
+	// Tag is the caller's, e.g. an index into its own per-connection
+	// table; the package never reads it. It is owned by the reactor: set
+	// it in Dial's done (on success) and read it in Config.OnMessage and
+	// Config.OnClose, which all run on the connection's reactor goroutine,
+	// done first. Reading or writing it from any other goroutine is a race.
+	Tag int32
+
+	flags uint8 // flag*
 }
 
 // Connection flags.

@@ -5,6 +5,7 @@ package lean
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -507,5 +508,148 @@ func TestControlNoPort(t *testing.T) {
 	_ = raw.Control(func(fd uintptr) { v, _ = syscall.GetsockoptInt(int(fd), syscall.IPPROTO_IP, ipBindAddressNoPort) })
 	if v != 1 || !strings.HasPrefix(c.LocalAddr().String(), "127.0.0.9:") {
 		t.Errorf("option %d, local %v", v, c.LocalAddr())
+	}
+}
+
+// TestOnMessageTopic subscribes lean connections to a live topic with Send,
+// publishes from another lean connection, and checks that OnMessage sees
+// each subscriber's reply and the event, under the tag each connection's
+// done set, and that OnClose reads the same tags.
+func TestOnMessageTopic(t *testing.T) {
+	n, key := startNode(t, gateway.Config{})
+	const subs, topic, pubTag = 4, "bench.lean", 1
+	type seen struct {
+		tag   int32
+		frame string
+	}
+	var mu sync.Mutex
+	var frames []seen
+	closed := map[int32]string{}
+	p := newPool(t, Config{
+		Addr: n.Addr(),
+		OnMessage: func(c *Conn, frame []byte) {
+			mu.Lock()
+			frames = append(frames, seen{c.Tag, string(frame)})
+			mu.Unlock()
+		},
+		OnClose: func(c *Conn, code int, err error) {
+			mu.Lock()
+			closed[c.Tag] = ErrKind(err)
+			mu.Unlock()
+		},
+	})
+	topicToken := func(user string, pub bool) string {
+		c := auth.Claims{Device: "d"}
+		c.Subject = user
+		if pub {
+			c.Topics.Pub = []string{"bench.>"}
+		} else {
+			c.Topics.Sub = []string{"bench.>"}
+		}
+		tok, err := auth.Mint(key, c, time.Hour, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	// Tags 100.. for the subscribers, pubTag for the publisher, set in done
+	// on the reactor; the test keeps its own copy of each.
+	type tagged struct {
+		tag int32
+		c   *Conn
+	}
+	opened := make(chan tagged, subs+1)
+	dial := func(tag int32, tok string) {
+		p.Dial(netip.Addr{}, tok, func(c *Conn, err error) {
+			if err != nil {
+				t.Errorf("dial %d: %v", tag, err)
+				c = nil
+			} else {
+				c.Tag = tag
+			}
+			opened <- tagged{tag, c}
+		})
+	}
+	for i := range subs {
+		dial(int32(100+i), topicToken(fmt.Sprintf("ls%d", i), false))
+	}
+	dial(pubTag, topicToken("lp", true))
+	conns := map[int32]*Conn{}
+	for range subs + 1 {
+		tc := <-opened
+		if tc.c == nil {
+			t.FailNow()
+		}
+		conns[tc.tag] = tc.c
+	}
+	// Each subscriber's request id is its tag: the reply must come to
+	// OnMessage under the same tag.
+	for tag, c := range conns {
+		if tag == pubTag {
+			continue
+		}
+		if err := c.Send(fmt.Appendf(nil, `{"type":"sub","id":"%d","topic":%q}`, tag, topic)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replies := map[int32]string{}
+	waitFor(t, 5*time.Second, "a reply per subscriber", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range frames {
+			var reply struct{ Type, ID string }
+			if err := json.Unmarshal([]byte(f.frame), &reply); err != nil {
+				t.Fatalf("tag %d: frame %q: %v", f.tag, f.frame, err)
+			}
+			replies[f.tag] = reply.Type + " " + reply.ID
+		}
+		frames = frames[:0]
+		return len(replies) == subs
+	})
+	for tag, reply := range replies {
+		if want := fmt.Sprintf("result %d", tag); reply != want {
+			t.Errorf("tag %d: reply %q, want %q", tag, reply, want)
+		}
+	}
+
+	if err := conns[pubTag].Send([]byte(`{"type":"pub","topic":"` + topic + `","data":{"seq":42}}`)); err != nil {
+		t.Fatal(err)
+	}
+	got := map[int32]int{}
+	waitFor(t, 5*time.Second, "the event at every subscriber", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, f := range frames {
+			if !strings.HasPrefix(f.frame, `{"type":"event","topic":"`+topic+`","data":{"seq":42}`) {
+				t.Errorf("tag %d: frame %q", f.tag, f.frame)
+			}
+			got[f.tag]++
+		}
+		frames = frames[:0]
+		return len(got) >= subs
+	})
+	for tag, k := range got {
+		if tag < 100 || tag >= 100+subs || k != 1 {
+			t.Errorf("events by tag %v, want one for each of 100..%d", got, 100+subs-1)
+		}
+	}
+
+	for _, c := range conns {
+		c.Close()
+	}
+	waitFor(t, 5*time.Second, "every OnClose", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(closed) == subs+1
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for tag, kind := range closed {
+		if kind != "closed" || conns[tag] == nil {
+			t.Errorf("OnClose by tag %v", closed)
+		}
+	}
+	if s := p.Stats(); s.Events != subs*2 {
+		t.Errorf("%d events counted, want %d", s.Events, subs*2)
 	}
 }

@@ -484,10 +484,13 @@ var (
 )
 
 // message handles the first (or only) frame of a data message: before
-// hello it looks for hello; afterwards it answers pings and counts the
-// rest. Only an unfragmented text message is split into its frames; of a
-// fragmented one only the start is looked at.
+// hello it looks for hello; afterwards it answers pings, counts the rest
+// and hands it to Config.OnMessage. Only an unfragmented text message is
+// split into its frames; of a fragmented one only the start is looked at.
+// Frames after hello in the same payload are handled after established,
+// so after Dial's done returned.
 func (r *reactor) message(c *Conn, op byte, fin bool, payload []byte) bool {
+	onMessage := r.p.cfg.OnMessage
 	for len(payload) > 0 {
 		f := payload
 		if fin && op == opText {
@@ -499,7 +502,7 @@ func (r *reactor) message(c *Conn, op byte, fin bool, payload []byte) bool {
 		} else {
 			payload = nil
 		}
-		if len(bytes.TrimSpace(f)) == 0 {
+		if f = bytes.TrimSpace(f); len(f) == 0 {
 			continue
 		}
 		typ := frameType(f)
@@ -523,6 +526,9 @@ func (r *reactor) message(c *Conn, op byte, fin bool, payload []byte) bool {
 			continue
 		}
 		r.events.Add(1)
+		if onMessage != nil && fin && op == opText {
+			onMessage(c, f)
+		}
 	}
 	return c.status.Load() != stEnded
 }
