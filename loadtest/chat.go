@@ -22,10 +22,9 @@ const lateSend = 10 * time.Millisecond
 
 // chatRun is the shared state of a chat run.
 type chatRun struct {
+	runClock
 	cfg     *Config
 	pairs   []*chatPair
-	start   atomic.Int64 // T0, unix ns; set before any send
-	measure atomic.Int64 // T0 + warm-up, unix ns
 	e2e     *latency
 	ack     *latency
 	sendErr counts
@@ -107,9 +106,7 @@ func (cr *chatRun) onSender(p *chatPair) func(client.Event) {
 			cr.cfg.Recorder.Add(PrefixSendErr+head.Code, 1)
 			p.errored[k] = true
 		} else {
-			if at := p.intendedLocked(k); at.UnixNano() >= cr.measure.Load() {
-				cr.ack.record(now.Sub(at))
-			}
+			cr.record(cr.ack, p.at[k], now)
 			cr.cfg.Recorder.Add(CountAcked, 1)
 			p.acked[k] = true
 		}
@@ -150,9 +147,7 @@ func (cr *chatRun) onReceiver(p *chatPair) func(client.Event) {
 		if k >= len(p.received) {
 			return
 		}
-		if at >= cr.measure.Load() {
-			cr.e2e.record(now.Sub(time.Unix(0, at)))
-		}
+		cr.record(cr.e2e, at, now)
 		cr.cfg.Recorder.Add(CountReceived, 1)
 		if p.received[k] > 0 {
 			p.dup++
@@ -207,18 +202,14 @@ func runChat(ctx context.Context, cfg *Config, r *Report) error {
 		return cr.onReceiver(cr.pairs[i/2])
 	}, true)
 	defer closeAll(res.conns)
-	cs := connectStats(cfg.ConnectRate, 2*P, res)
-	r.Connect = &cs
-	if int(cs.OK) != 2*P {
-		return fmt.Errorf("loadtest: chat: only %d of %d connections opened (%s)", cs.OK, 2*P, fmtCounts(cs.Errors))
+	if err := allOpened(r, "chat", cfg.ConnectRate, 2*P, res); err != nil {
+		return err
 	}
 
-	t0, err := cfg.scheduleStart(ctx, "chat")
+	t0, err := cr.begin(ctx, cfg, "chat")
 	if err != nil {
 		return err
 	}
-	cr.start.Store(t0.UnixNano())
-	cr.measure.Store(t0.Add(cfg.Warmup).UnixNano())
 	end := t0.Add(window)
 	logf(cfg, "chat: %d pairs, %.0f msgs/s (%.1f per sender), warm-up %v, measuring %v", P, cfg.Rate, perSender, cfg.Warmup, cfg.Duration)
 	var wg sync.WaitGroup
@@ -264,11 +255,7 @@ func runChat(ctx context.Context, cfg *Config, r *Report) error {
 	c.EndToEnd = cr.e2e.percentiles()
 	c.Ack = cr.ack.percentiles()
 	r.Chat = c
-	rec := cfg.Recorder
-	rec.Add(CountExpected, c.Acked) // one recipient device per message
-	rec.Add(CountLost, c.Lost)
-	rec.Add(CountDup, c.Duplicated)
-	rec.Add(CountReordered, c.Reordered)
+	cfg.Recorder.addDelivery(c.Acked, c.Lost, c.Duplicated, c.Reordered) // one recipient device per message
 	if dead := 2*P - alive(res.conns); dead > 0 {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("%d connections ended during the run", dead))
 	}
@@ -378,11 +365,9 @@ func (cr *chatRun) send(ctx context.Context, p *chatPair, c *client.Conn, k int,
 		CMID: fmt.Sprintf("lt%d-%d-%d", cr.cfg.Seed, p.idx, k),
 		Body: body.next(at, k),
 	}
-	if err := c.WriteFrame(ctx, f); err != nil {
-		cr.sendErr.add("write")
+	if !writeSend(ctx, c, f, &cr.sendErr, cr.cfg.Recorder) {
 		return false
 	}
-	cr.cfg.Recorder.Add(CountSent, 1)
 	p.mu.Lock()
 	p.sent = k + 1
 	p.mu.Unlock()

@@ -118,9 +118,7 @@ func TestDistributedIdle(t *testing.T) {
 	if len(r.Warnings) != 0 {
 		t.Errorf("warnings %q", r.Warnings)
 	}
-	var sb strings.Builder
-	r.WriteSummary(&sb)
-	t.Log("\n" + sb.String())
+	logSummary(t, r)
 }
 
 func TestDistributedChat(t *testing.T) {
@@ -181,9 +179,7 @@ func TestDistributedFanout(t *testing.T) {
 	if f == nil {
 		t.Fatal("no fanout stats")
 	}
-	var sb strings.Builder
-	d.rep.WriteSummary(&sb)
-	t.Log("\n" + sb.String())
+	logSummary(t, d.rep)
 	// 20/s over 1.3 s: 26 publishes, 20 measured; only agent 0 publishes.
 	if f.Published < 24 || f.Published > 28 || f.Measured < 18 || f.Measured > 22 {
 		t.Errorf("published %d measured %d", f.Published, f.Measured)

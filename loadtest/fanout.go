@@ -273,10 +273,8 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 		}, true)
 	}
 	defer res.close()
-	cs := connectStats(cfg.ConnectRate, N, res)
-	r.Connect = &cs
-	if int(cs.OK) != N {
-		return fs, fmt.Errorf("loadtest: fanout: only %d of %d connections opened (%s)", cs.OK, N, fmtCounts(cs.Errors))
+	if err := allOpened(r, "fanout", cfg.ConnectRate, N, res); err != nil {
+		return fs, err
 	}
 
 	logf(cfg, "fanout: subscribing %d connections to %s", N, fr.topic)
@@ -375,10 +373,7 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 	// newer one, so only the values a subscriber got neither themselves
 	// nor anything later count as lost (Expected = Received + Coalesced +
 	// NotReceived).
-	cfg.Recorder.Add(CountExpected, fs.Expected)
-	cfg.Recorder.Add(CountLost, fs.NotReceived)
-	cfg.Recorder.Add(CountDup, fs.Duplicates)
-	cfg.Recorder.Add(CountReordered, fs.Reordered)
+	cfg.Recorder.addDelivery(fs.Expected, fs.NotReceived, fs.Duplicates, fs.Reordered)
 	fr.warn(fs, r)
 	return fs, ctx.Err()
 }

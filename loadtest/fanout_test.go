@@ -1,7 +1,6 @@
 package loadtest
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -33,19 +32,12 @@ func testFanout(t *testing.T, client string) {
 	cfg.Conns = 50 // subscribers
 	cfg.Rate = 20  // publishes/s
 	cfg.Duration = 2 * time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := mustRun(t, cfg, 60*time.Second)
 	f := r.Fanout
 	if want := "subscriber connections (" + client + " client)"; !strings.Contains(log.String(), want) {
 		t.Errorf("log does not say %q:\n%s", want, log.String())
 	}
-	var sb strings.Builder
-	r.WriteSummary(&sb)
-	t.Log("\n" + sb.String())
+	logSummary(t, r)
 
 	// 20/s over 2.3 s: 46 scheduled publishes, 40 of them measured.
 	if f.Published < 44 || f.Published > 48 || f.Measured < 38 || f.Measured > 42 {

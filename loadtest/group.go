@@ -78,13 +78,12 @@ type GroupStats struct {
 
 // groupRun is the shared state of a group run.
 type groupRun struct {
+	runClock
 	cfg     *Config
 	groups  []*chatGroup
 	members []*groupMember // this agent's, by slot
 	rate    float64        // this agent's share of Rate
 	slots   int            // message numbers per sender
-	start   atomic.Int64   // T0, unix ns; set before any send
-	measure atomic.Int64   // T0 + warm-up, unix ns
 	e2e     *latency
 	ack     *latency
 	sendErr counts
@@ -219,10 +218,8 @@ func runGroup(ctx context.Context, cfg *Config, r *Report) (*GroupStats, error) 
 	logf(cfg, "group: opening %d connections at %.0f/s", N, connectRate)
 	res := d.openAll(ctx, N, connectRate, tokens, func(i int) func(client.Event) { return gr.onEvent(gr.members[i]) }, true)
 	defer closeAll(res.conns)
-	cs := connectStats(connectRate, N, res)
-	r.Connect = &cs
-	if int(cs.OK) != N {
-		return gs, fmt.Errorf("loadtest: group: only %d of %d connections opened (%s)", cs.OK, N, fmtCounts(cs.Errors))
+	if err := allOpened(r, "group", connectRate, N, res); err != nil {
+		return gs, err
 	}
 	t := time.Now()
 	if err := gr.createAll(ctx, res.conns); err != nil {
@@ -230,12 +227,10 @@ func runGroup(ctx context.Context, cfg *Config, r *Report) (*GroupStats, error) 
 	}
 	gs.CreateSeconds = time.Since(t).Seconds()
 
-	t0, err := cfg.scheduleStart(ctx, "group")
+	t0, err := gr.begin(ctx, cfg, "group")
 	if err != nil {
 		return gs, err
 	}
-	gr.start.Store(t0.UnixNano())
-	gr.measure.Store(t0.Add(cfg.Warmup).UnixNano())
 	end := t0.Add(window)
 	logf(cfg, "group: %d groups of up to %d, %.0f msgs/s (%.2f per member), warm-up %v, measuring %v", len(gr.groups), gs.GroupSize, gr.rate, perSender, cfg.Warmup, cfg.Duration)
 	var wg sync.WaitGroup
@@ -247,11 +242,7 @@ func runGroup(ctx context.Context, cfg *Config, r *Report) (*GroupStats, error) 
 	pollUntil(ctx, 10*time.Second, gr.delivered)
 
 	gr.tally(gs)
-	rec := cfg.Recorder
-	rec.Add(CountExpected, gs.Expected)
-	rec.Add(CountLost, gs.Lost)
-	rec.Add(CountDup, gs.Duplicated)
-	rec.Add(CountReordered, gs.Reordered)
+	cfg.Recorder.addDelivery(gs.Expected, gs.Lost, gs.Duplicated, gs.Reordered)
 	if dead := N - alive(res.conns); dead > 0 {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("%d connections ended during the run", dead))
 	}
@@ -346,21 +337,11 @@ func (gr *groupRun) onEvent(m *groupMember) func(client.Event) {
 
 func (gr *groupRun) onReply(m *groupMember, ev client.Event) {
 	now := time.Now()
-	rp, ok := parseReply(ev.Raw)
+	_, k, ok := readReply(ev, gr.slots, &gr.sendErr, gr.cfg.Recorder)
 	if !ok {
-		gr.sendErr.add("bad_reply")
-		return
-	}
-	k, err := strconv.Atoi(rp.ID)
-	if err != nil || k < 0 || k >= gr.slots {
-		if ev.Type == protocol.TypeError {
-			gr.sendErr.add(rp.Code)
-		}
 		return
 	}
 	if ev.Type == protocol.TypeError {
-		gr.sendErr.add(rp.Code)
-		gr.cfg.Recorder.Add(PrefixSendErr+rp.Code, 1)
 		m.mu.Lock()
 		m.errored.set(k)
 		m.mu.Unlock()
@@ -370,9 +351,7 @@ func (gr *groupRun) onReply(m *groupMember, ev client.Event) {
 	at := m.at[k]
 	m.acked.set(k)
 	m.mu.Unlock()
-	if at >= gr.measure.Load() {
-		gr.ack.record(now.Sub(time.Unix(0, at)))
-	}
+	gr.record(gr.ack, at, now)
 	gr.cfg.Recorder.Add(CountAcked, 1)
 }
 
@@ -384,9 +363,7 @@ func (gr *groupRun) onMessage(m *groupMember, raw []byte) {
 		gr.unexp.Add(1)
 		return
 	}
-	if st.at >= gr.measure.Load() {
-		gr.e2e.record(now.Sub(time.Unix(0, st.at)))
-	}
+	gr.record(gr.e2e, st.at, now)
 	gr.cfg.Recorder.Add(CountReceived, 1)
 	m.mu.Lock()
 	m.from[pos].see(st.k)
@@ -405,11 +382,9 @@ func (gr *groupRun) sendLoop(ctx context.Context, m *groupMember, c *client.Conn
 		m.mu.Unlock()
 		ks := strconv.Itoa(k)
 		f := protocol.Frame{Type: protocol.TypeSend, ID: ks, Conv: m.g.conv, CMID: cmid + ks, Body: string(buf)}
-		if err := c.WriteFrame(ctx, f); err != nil {
-			gr.sendErr.add("write")
+		if !writeSend(ctx, c, f, &gr.sendErr, gr.cfg.Recorder) {
 			return false
 		}
-		gr.cfg.Recorder.Add(CountSent, 1)
 		m.mu.Lock()
 		m.sent = k + 1
 		m.mu.Unlock()
@@ -604,6 +579,43 @@ type reply struct {
 func parseReply(raw []byte) (reply, bool) {
 	var r reply
 	return r, json.Unmarshal(raw, &r) == nil
+}
+
+// readReply reads ev, an ack or error reply to a sender whose messages are
+// numbered 0 to slots-1 (the reply's id), and returns it with the number
+// of the message it answers; ok is false if it answers none of them. An
+// error reply is counted by code in sendErr and, if it answers a message,
+// in rec's PrefixSendErr counter; a reply that does not parse counts in
+// sendErr as "bad_reply".
+func readReply(ev client.Event, slots int, sendErr *counts, rec *Recorder) (rp reply, k int, ok bool) {
+	if rp, ok = parseReply(ev.Raw); !ok {
+		sendErr.add("bad_reply")
+		return rp, 0, false
+	}
+	refused := ev.Type == protocol.TypeError
+	if refused {
+		sendErr.add(rp.Code)
+	}
+	k, err := strconv.Atoi(rp.ID)
+	if err != nil || k < 0 || k >= slots {
+		return rp, 0, false
+	}
+	if refused {
+		rec.Add(PrefixSendErr+rp.Code, 1)
+	}
+	return rp, k, true
+}
+
+// writeSend writes f, a message's send frame, on c and counts it in rec
+// as sent, or, if the write fails, in sendErr as "write". It reports
+// whether the write succeeded.
+func writeSend(ctx context.Context, c *client.Conn, f protocol.Frame, sendErr *counts, rec *Recorder) bool {
+	if err := c.WriteFrame(ctx, f); err != nil {
+		sendErr.add("write")
+		return false
+	}
+	rec.Add(CountSent, 1)
+	return true
 }
 
 // seqBits is a set of small non-negative integers that grows on demand.

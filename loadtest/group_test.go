@@ -1,11 +1,9 @@
 package loadtest
 
 import (
-	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,16 +17,9 @@ func TestGroup(t *testing.T) {
 	cfg.Rate = 50
 	cfg.Warmup, cfg.Duration = 300*time.Millisecond, 1700*time.Millisecond
 	cfg.BodySize = 64
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := mustRun(t, cfg, 30*time.Second)
 	g := r.Group
-	var sb strings.Builder
-	r.WriteSummary(&sb)
-	t.Log("\n" + sb.String())
+	logSummary(t, r)
 
 	if g.Groups != 3 || g.Members != 15 || r.Conns != 15 {
 		t.Errorf("%d groups, %d members, %d conns", g.Groups, g.Members, r.Conns)

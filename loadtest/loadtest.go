@@ -653,6 +653,16 @@ func closeAll(conns []*client.Conn) {
 	wg.Wait()
 }
 
+// closeCurrent closes, like closeAll, the connection each of conns holds
+// now: storm's and presence's users replace theirs as they reconnect.
+func closeCurrent[T interface{ conn() *client.Conn }](conns []T) {
+	cs := make([]*client.Conn, 0, len(conns))
+	for _, c := range conns {
+		cs = append(cs, c.conn())
+	}
+	closeAll(cs)
+}
+
 func alive(conns []*client.Conn) int {
 	n := 0
 	for _, c := range conns {

@@ -16,14 +16,19 @@ import (
 	"github.com/parley-im/parley/internal/node"
 )
 
-// startNode starts an in-process dev node and returns it with its dev key.
+// startNode starts an in-process dev node that lets the tests connect as
+// fast as they like, and returns it with its dev key.
 func startNode(t *testing.T) (*node.Node, []byte) {
 	t.Helper()
+	return startNodeWith(t, gateway.Config{ConnectRate: 100000, ConnectBurst: 100000})
+}
+
+// startNodeWith starts an in-process dev node with gateway settings gw and
+// returns it with its dev key.
+func startNodeWith(t *testing.T, gw gateway.Config) (*node.Node, []byte) {
+	t.Helper()
 	dir := t.TempDir()
-	n, err := node.Start(node.Config{
-		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", DataDir: dir, Dev: "true",
-		Gateway: gateway.Config{ConnectRate: 100000, ConnectBurst: 100000},
-	})
+	n, err := node.Start(node.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", DataDir: dir, Dev: "true", Gateway: gw})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,34 +44,55 @@ func startNode(t *testing.T) (*node.Node, []byte) {
 	return n, key
 }
 
-// metric sums the samples of a Prometheus metric family whose name and
-// labels start with prefix, e.g. `parley_connects_total{result="ok"`.
+// metric sums the samples of a Prometheus metric family of n's admin
+// endpoint whose name and labels start with prefix, e.g.
+// `parley_connects_total{result="ok"`.
 func metric(t *testing.T, n *node.Node, prefix string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + n.AdminAddr() + "/metrics")
+	var sum float64
+	for sample, v := range scrape(t, "http://"+n.AdminAddr()+"/metrics") {
+		rest, ok := strings.CutPrefix(sample, prefix)
+		if ok && (rest == "" || strings.ContainsRune(" {,}", rune(rest[0]))) { // not a longer name
+			sum += v
+		}
+	}
+	return sum
+}
+
+// scrape fetches url and returns its samples by name and labels as
+// written, e.g. `parley_loadtest_closes_total{kind="close_4001"}`.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var sum float64
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %s", url, resp.Status)
+	}
+	out := map[string]float64{}
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "#") || !strings.HasPrefix(line, prefix) {
+		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		rest := line[len(prefix):]
-		if rest != "" && rest[0] != ' ' && rest[0] != '{' && rest[0] != ',' && rest[0] != '}' {
-			continue // a longer metric name
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			t.Fatalf("bad line %q", line)
 		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		v, err := strconv.ParseFloat(line[i+1:], 64)
 		if err != nil {
-			t.Fatalf("metric line %q: %v", line, err)
+			t.Fatalf("bad line %q: %v", line, err)
 		}
-		sum += v
+		out[line[:i]] = v
 	}
-	return sum
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 func baseConfig(n *node.Node, key []byte, scenario string) Config {
@@ -113,9 +139,7 @@ func TestIdle(t *testing.T) {
 	if r.Server.AfterKiB <= 0 {
 		t.Errorf("no RSS reading: %+v", r.Server)
 	}
-	var sb strings.Builder
-	r.WriteSummary(&sb)
-	t.Log("\n" + sb.String())
+	logSummary(t, r)
 }
 
 func TestConnect(t *testing.T) {
@@ -123,12 +147,7 @@ func TestConnect(t *testing.T) {
 	cfg := baseConfig(n, key, "connect")
 	cfg.Steps = []float64{50, 100}
 	cfg.StepDuration = 500 * time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := mustRun(t, cfg, 30*time.Second)
 	if len(r.Steps) != 2 || r.Steps[0].Attempted != 25 || r.Steps[1].Attempted != 50 {
 		t.Fatalf("steps %+v", r.Steps)
 	}
@@ -175,12 +194,7 @@ func TestChat(t *testing.T) {
 	cfg := baseConfig(n, key, "chat")
 	cfg.Conns = 10 // pairs
 	cfg.Rate = 100 // 10/s per sender
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := mustRun(t, cfg, 30*time.Second)
 	c := r.Chat
 	// 100/s over 1.3 s: 130 scheduled sends.
 	if c.Sent < 120 || c.Sent > 140 {
@@ -213,6 +227,25 @@ func TestChat(t *testing.T) {
 	if r.Metrics[HistPing].Count == 0 {
 		t.Errorf("no ping round trips measured")
 	}
+	logSummary(t, r)
+}
+
+// mustRun runs cfg, for at most timeout, and fails the test if the run
+// fails.
+func mustRun(t *testing.T, cfg Config, timeout time.Duration) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	r, err := Run(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// logSummary logs the human summary of a report or search.
+func logSummary(t *testing.T, r interface{ WriteSummary(io.Writer) }) {
+	t.Helper()
 	var sb strings.Builder
 	r.WriteSummary(&sb)
 	t.Log("\n" + sb.String())

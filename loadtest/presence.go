@@ -248,11 +248,9 @@ func runPresence(ctx context.Context, cfg *Config, r *Report) (*PresenceStats, e
 		u.c = res.conns[i]
 		u.trans = []presTrans{{online: true, begin: opened, ref: opened}}
 	}
-	defer pr.closeAll()
-	cs := connectStats(connectRate, N, res)
-	r.Connect = &cs
-	if int(cs.OK) != N {
-		return ps, fmt.Errorf("loadtest: presence: only %d of %d connections opened (%s)", cs.OK, N, fmtCounts(cs.Errors))
+	defer closeCurrent(pr.users)
+	if err := allOpened(r, "presence", connectRate, N, res); err != nil {
+		return ps, err
 	}
 	if err := pr.setUp(ctx, circles); err != nil {
 		return ps, err
@@ -275,12 +273,8 @@ func runPresence(ctx context.Context, cfg *Config, r *Report) (*PresenceStats, e
 	ps.DrainSeconds = time.Since(drain).Seconds()
 
 	pr.tally(ps)
-	rec := cfg.Recorder
-	rec.Add(CountExpected, ps.Expected)
-	rec.Add(CountLost, ps.Missing)
-	rec.Add(CountDup, 0) // repeats of a known state are harmless, not duplicates
-
-	rec.Add(CountReordered, ps.OutOfOrder)
+	// Repeats of a known state are harmless, not duplicates.
+	cfg.Recorder.addDelivery(ps.Expected, ps.Missing, 0, ps.OutOfOrder)
 	if ps.DrainTimedOut {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("presence: the watchers had not converged %v after the churn", presenceDrain))
 	}
@@ -471,14 +465,11 @@ func (pr *presenceRun) converged() bool {
 	return true
 }
 
-func (pr *presenceRun) closeAll() {
-	conns := make([]*client.Conn, 0, len(pr.users))
-	for _, u := range pr.users {
-		u.mu.Lock()
-		conns = append(conns, u.c)
-		u.mu.Unlock()
-	}
-	closeAll(conns)
+// conn returns u's current connection, nil while it is closed.
+func (u *presUser) conn() *client.Conn {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.c
 }
 
 // presCounts is the accounting of one or more (watcher, user) pairs.

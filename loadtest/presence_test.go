@@ -1,8 +1,6 @@
 package loadtest
 
 import (
-	"context"
-	"strings"
 	"testing"
 	"time"
 )
@@ -13,16 +11,9 @@ func TestPresence(t *testing.T) {
 	cfg.Conns = 30 // 6 circles of 5
 	cfg.ChurnRate = 10
 	cfg.Warmup, cfg.Duration = 300*time.Millisecond, 1700*time.Millisecond
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := mustRun(t, cfg, 30*time.Second)
 	p := r.Presence
-	var sb strings.Builder
-	r.WriteSummary(&sb)
-	t.Log("\n" + sb.String())
+	logSummary(t, r)
 
 	if p.Users != 30 || p.Circles != 6 || p.WatchPairs != 30*4 {
 		t.Errorf("%d users in %d circles, %d watch pairs", p.Users, p.Circles, p.WatchPairs)

@@ -140,6 +140,15 @@ func (r *Recorder) Counter(name string) *atomic.Int64 {
 // Add adds n to the named counter.
 func (r *Recorder) Add(name string, n int64) { r.Counter(name).Add(n) }
 
+// addDelivery adds a scenario's delivery bookkeeping at its end: the
+// CountExpected, CountLost, CountDup and CountReordered counters.
+func (r *Recorder) addDelivery(expected, lost, dup, reordered int64) {
+	r.Add(CountExpected, expected)
+	r.Add(CountLost, lost)
+	r.Add(CountDup, dup)
+	r.Add(CountReordered, reordered)
+}
+
 // Gauge registers a gauge read at every interval's end (and by Gauges).
 func (r *Recorder) Gauge(name string, read func() int64) {
 	r.mu.Lock()
@@ -266,26 +275,28 @@ func (r *Recorder) Gauges() map[string]int64 {
 
 // Metrics returns every histogram's cumulative distribution.
 func (r *Recorder) Metrics() map[string]Percentiles {
-	r.mu.Lock()
-	hs := maps.Clone(r.hists)
-	r.mu.Unlock()
-	out := make(map[string]Percentiles, len(hs))
-	for k, h := range hs {
-		if p := h.percentiles(); p.Count > 0 {
-			out[k] = p
-		}
-	}
-	return out
+	return eachHist(r, func(h *latency) (Percentiles, bool) {
+		p := h.percentiles()
+		return p, p.Count > 0
+	})
 }
 
 // Histograms returns a copy of every cumulative histogram.
 func (r *Recorder) Histograms() map[string]*hdrhistogram.Histogram {
+	return eachHist(r, func(h *latency) (*hdrhistogram.Histogram, bool) { return h.copy(), true })
+}
+
+// eachHist returns fn of every histogram of r by name, leaving out those
+// fn reports false for. fn runs without r.mu held.
+func eachHist[T any](r *Recorder, fn func(*latency) (T, bool)) map[string]T {
 	r.mu.Lock()
 	hs := maps.Clone(r.hists)
 	r.mu.Unlock()
-	out := make(map[string]*hdrhistogram.Histogram, len(hs))
+	out := make(map[string]T, len(hs))
 	for k, h := range hs {
-		out[k] = h.copy()
+		if v, ok := fn(h); ok {
+			out[k] = v
+		}
 	}
 	return out
 }

@@ -102,6 +102,17 @@ func connectStats(target float64, n int, res *openResult) ConnectStats {
 	return s
 }
 
+// allOpened puts the connect stats of a scenario's n connections, opened
+// at rate, in r, and fails unless all of them opened.
+func allOpened(r *Report, scenario string, rate float64, n int, res *openResult) error {
+	cs := connectStats(rate, n, res)
+	r.Connect = &cs
+	if int(cs.OK) != n {
+		return fmt.Errorf("loadtest: %s: only %d of %d connections opened (%s)", scenario, cs.OK, n, fmtCounts(cs.Errors))
+	}
+	return nil
+}
+
 // ChatStats is the chat scenario's result. Latencies cover messages whose
 // intended send time is after the warm-up.
 type ChatStats struct {

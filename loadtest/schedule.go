@@ -1,11 +1,13 @@
 package loadtest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/parley-im/parley/protocol"
@@ -213,4 +215,31 @@ func sendSlots(c *Config, window time.Duration) int {
 		mean += 8*math.Sqrt(mean) + 8
 	}
 	return int(math.Ceil(mean)) + 1
+}
+
+// runClock is a message scenario's T0 and the end of its warm-up, unix ns.
+// begin stores both before any send; the event handlers read them.
+type runClock struct {
+	start   atomic.Int64 // T0
+	measure atomic.Int64 // T0 + warm-up
+}
+
+// begin waits for the scenario's schedule to start (Config.scheduleStart
+// at phase), stores T0 and returns it.
+func (rc *runClock) begin(ctx context.Context, cfg *Config, phase string) (time.Time, error) {
+	t0, err := cfg.scheduleStart(ctx, phase)
+	if err != nil {
+		return t0, err
+	}
+	rc.start.Store(t0.UnixNano())
+	rc.measure.Store(t0.Add(cfg.Warmup).UnixNano())
+	return t0, nil
+}
+
+// record records in h the latency to now of a message intended at at
+// (unix ns), if at is after the warm-up: latencies cover those alone.
+func (rc *runClock) record(h *latency, at int64, now time.Time) {
+	if at >= rc.measure.Load() {
+		h.record(now.Sub(time.Unix(0, at)))
+	}
 }

@@ -230,12 +230,7 @@ func TestChatPoissonPadded(t *testing.T) {
 	cfg := baseConfig(n, key, "chat")
 	cfg.Conns, cfg.Rate = 10, 100
 	cfg.MsgArrival, cfg.BodySize = "poisson", 300
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := mustRun(t, cfg, 30*time.Second)
 	c := r.Chat
 	// 100/s over 1.3 s: Poisson with mean 130, standard deviation 11.4.
 	if c.Sent < 85 || c.Sent > 175 {

@@ -9,29 +9,7 @@ import (
 	"time"
 
 	"github.com/parley-im/parley/gateway"
-	"github.com/parley-im/parley/gateway/auth"
-	"github.com/parley-im/parley/internal/node"
 )
-
-// startNodeWith starts an in-process dev node with gateway settings gw.
-func startNodeWith(t *testing.T, gw gateway.Config) (*node.Node, []byte) {
-	t.Helper()
-	dir := t.TempDir()
-	n, err := node.Start(node.Config{Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", DataDir: dir, Dev: "true", Gateway: gw})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.Shutdown(ctx)
-	})
-	key, err := auth.LoadOrCreateDevKey(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n, key
-}
 
 // TestSearchBreaks searches chat's rate against a server that allows each
 // connection 5 frames per second (burst 5): 2 senders at 1 and 4 msg/s

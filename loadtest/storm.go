@@ -110,13 +110,12 @@ type StormStats struct {
 
 // stormRun is the shared state of a storm run.
 type stormRun struct {
+	runClock
 	cfg      *Config
 	d        *dialer
 	conns    []*stormConn // this agent's, by slot
 	rate     float64      // this agent's share of Rate
 	slots    int          // message numbers per connection
-	start    atomic.Int64 // T0, unix ns
-	measure  atomic.Int64 // T0 + warm-up, unix ns
 	e2e      *latency
 	ack      *latency
 	recover  *latency
@@ -216,22 +215,18 @@ func runStorm(ctx context.Context, cfg *Config, r *Report) (*StormStats, error) 
 	connectRate := cfg.ConnectRate * frac
 	logf(cfg, "storm: opening %d connections at %.0f/s", N, connectRate)
 	res := sr.d.openAll(ctx, N, connectRate, tokens, func(i int) func(client.Event) { return sr.onEvent(sr.conns[i], 0) }, true)
-	cs := connectStats(connectRate, N, res)
-	r.Connect = &cs
 	for i, sc := range sr.conns {
 		sc.c = res.conns[i]
 	}
-	defer sr.closeAll()
-	if int(cs.OK) != N {
-		return ss, fmt.Errorf("loadtest: storm: only %d of %d connections opened (%s)", cs.OK, N, fmtCounts(cs.Errors))
+	defer closeCurrent(sr.conns)
+	if err := allOpened(r, "storm", connectRate, N, res); err != nil {
+		return ss, err
 	}
 
-	t0, err := cfg.scheduleStart(ctx, "storm")
+	t0, err := sr.begin(ctx, cfg, "storm")
 	if err != nil {
 		return ss, err
 	}
-	sr.start.Store(t0.UnixNano())
-	sr.measure.Store(t0.Add(cfg.Warmup).UnixNano())
 	end := t0.Add(window)
 	logf(cfg, "storm: %d pairs, %.0f msgs/s, cutting %.0f%% after %v, sending for %v", N/2, sr.rate, cfg.KillPercent, cfg.Warmup, window)
 	var senders sync.WaitGroup
@@ -264,11 +259,7 @@ func runStorm(ctx context.Context, cfg *Config, r *Report) (*StormStats, error) 
 	pollUntil(ctx, 10*time.Second, sr.delivered)
 
 	sr.tally(ss)
-	rec := cfg.Recorder
-	rec.Add(CountExpected, ss.Expected)
-	rec.Add(CountLost, ss.Lost)
-	rec.Add(CountDup, ss.Duplicated)
-	rec.Add(CountReordered, ss.Reordered)
+	cfg.Recorder.addDelivery(ss.Expected, ss.Lost, ss.Duplicated, ss.Reordered)
 	if ss.CaughtUp < ss.Killed {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("storm: %d of %d cut connections caught up (%d failed to reconnect: %s)", ss.CaughtUp, ss.Killed, ss.Failed, fmtCounts(ss.FailedKinds)))
 	}
@@ -308,16 +299,6 @@ func waitGroupFor(ctx context.Context, wg *sync.WaitGroup, d time.Duration) bool
 	return false
 }
 
-func (sr *stormRun) closeAll() {
-	conns := make([]*client.Conn, 0, len(sr.conns))
-	for _, sc := range sr.conns {
-		sc.mu.Lock()
-		conns = append(conns, sc.c)
-		sc.mu.Unlock()
-	}
-	closeAll(conns)
-}
-
 func (sr *stormRun) intended(sc *stormConn, k int) time.Time {
 	return arrival(time.Unix(0, sr.start.Load()), sr.rate, chatSlot(sc.slot, k, len(sr.conns)))
 }
@@ -335,9 +316,7 @@ func (sr *stormRun) sendFrame(sc *stormConn, k int) protocol.Frame {
 func (sr *stormRun) sendLoop(ctx context.Context, sc *stormConn, end time.Time) {
 	intended := func(k int) time.Time { return sr.intended(sc, k) }
 	onSchedule(ctx, sr.slots, intended, end, &sr.late, func(k int, _ time.Time) bool {
-		sc.mu.Lock()
-		c := sc.c
-		sc.mu.Unlock()
+		c := sc.conn()
 		written := c != nil && c.WriteFrame(ctx, sr.sendFrame(sc, k)) == nil // fails if cut while writing
 		sc.mu.Lock()
 		sc.sent = k + 1
@@ -368,17 +347,11 @@ func (sr *stormRun) onEvent(sc *stormConn, sess int32) func(client.Event) {
 
 func (sr *stormRun) onReply(sc *stormConn, ev client.Event) {
 	now := time.Now()
-	rp, ok := parseReply(ev.Raw)
-	k, err := strconv.Atoi(rp.ID)
-	if !ok || err != nil || k < 0 || k >= sr.slots {
-		if ev.Type == protocol.TypeError {
-			sr.sendErr.add(rp.Code)
-		}
+	rp, k, ok := readReply(ev, sr.slots, &sr.sendErr, sr.cfg.Recorder)
+	if !ok {
 		return
 	}
 	if ev.Type == protocol.TypeError {
-		sr.sendErr.add(rp.Code)
-		sr.cfg.Recorder.Add(PrefixSendErr+rp.Code, 1)
 		sc.mu.Lock()
 		sc.errored.set(k)
 		sc.mu.Unlock()
@@ -392,9 +365,7 @@ func (sr *stormRun) onReply(sc *stormConn, ev client.Event) {
 	if !first {
 		return
 	}
-	if at := sr.intended(sc, k); at.UnixNano() >= sr.measure.Load() {
-		sr.ack.record(now.Sub(at))
-	}
+	sr.record(sr.ack, sr.intended(sc, k).UnixNano(), now)
 	sr.cfg.Recorder.Add(CountAcked, 1)
 }
 
@@ -406,9 +377,7 @@ func (sr *stormRun) onMessage(sc *stormConn, sess int32, raw []byte) {
 		sr.unexp.Add(1)
 		return
 	}
-	if st.at >= sr.measure.Load() {
-		sr.e2e.record(now.Sub(time.Unix(0, st.at)))
-	}
+	sr.record(sr.e2e, st.at, now)
 	sr.cfg.Recorder.Add(CountReceived, 1)
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
@@ -429,6 +398,22 @@ func (sr *stormRun) onMessage(sc *stormConn, sess int32, raw []byte) {
 		}
 		sc.topLive = max(sc.topLive, uint64(seq))
 	}
+}
+
+// conn returns sc's current connection, nil while it is cut.
+func (sc *stormConn) conn() *client.Conn {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	return sc.c
+}
+
+// peerAcked returns, by message number, the seqs of the messages sc's
+// peer has sent so far (written or skipped), 0 for those not acked.
+func (sc *stormConn) peerAcked() []uint64 {
+	peer := sc.peer
+	peer.mu.Lock()
+	defer peer.mu.Unlock()
+	return append([]uint64(nil), peer.ackSeq[:peer.sent]...)
 }
 
 // pendingLocked reports whether message k was written and is neither acked
@@ -548,10 +533,7 @@ func (sr *stormRun) resend(ctx context.Context, sc *stormConn, c *client.Conn) {
 // (or refused) and it holds every acked message of its peer.
 func (sr *stormRun) delivered() bool {
 	for _, sc := range sr.conns {
-		peer := sc.peer
-		peer.mu.Lock()
-		acked := append([]uint64(nil), peer.ackSeq[:peer.sent]...)
-		peer.mu.Unlock()
+		acked := sc.peerAcked()
 		sc.mu.Lock()
 		up := sc.c != nil
 		ok := !up
@@ -577,10 +559,7 @@ func (sr *stormRun) delivered() bool {
 
 func (sr *stormRun) tally(ss *StormStats) {
 	for _, sc := range sr.conns {
-		peer := sc.peer
-		peer.mu.Lock()
-		acked := append([]uint64(nil), peer.ackSeq[:peer.sent]...)
-		peer.mu.Unlock()
+		acked := sc.peerAcked()
 		sc.mu.Lock()
 		ss.Sent += int64(sc.sent - sc.skipped.count())
 		for k := 0; k < sc.sent; k++ {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/gateway"
-	"github.com/parley-im/parley/gateway/auth"
 	"github.com/parley-im/parley/internal/node"
 )
 
@@ -30,9 +29,7 @@ func TestStorm(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := r.Storm
-	var sb strings.Builder
-	r.WriteSummary(&sb)
-	t.Log("\n" + sb.String())
+	logSummary(t, r)
 
 	if s.Conns != 100 || s.Killed != 50 || s.Reconnected != 50 || s.CaughtUp != 50 || s.Failed != 0 || len(s.Retries) != 0 {
 		t.Errorf("conns %d killed %d reconnected %d caught up %d failed %d retries %v", s.Conns, s.Killed, s.Reconnected, s.CaughtUp, s.Failed, s.Retries)
@@ -71,33 +68,12 @@ func TestStorm(t *testing.T) {
 // new connections per second: the reconnects meet 429s, back off and
 // retry until all are back.
 func TestStormRateLimited(t *testing.T) {
-	dir := t.TempDir()
-	n, err := node.Start(node.Config{
-		Listen: "127.0.0.1:0", AdminListen: "127.0.0.1:0", DataDir: dir, Dev: "true",
-		Gateway: gateway.Config{ConnectRate: 10, ConnectBurst: 42},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.Shutdown(ctx)
-	})
-	key, err := auth.LoadOrCreateDevKey(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	n, key := startNodeWith(t, gateway.Config{ConnectRate: 10, ConnectBurst: 42})
 	cfg := baseConfig(n, key, "storm")
 	cfg.Conns, cfg.KillPercent, cfg.Rate = 40, 100, 20
 	cfg.ConnectRate = 100
 	cfg.Warmup, cfg.Duration = 300*time.Millisecond, time.Second
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	r, err := Run(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := mustRun(t, cfg, 60*time.Second)
 	s := r.Storm
 	var sb strings.Builder
 	writeStorm(&sb, s)

@@ -93,67 +93,33 @@ func loadtestCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return loadtestSearch(cfg, *spec, *jsonOut, stdout, stderr)
 	}
-	cfg.Recorder = loadtest.NewRecorder(time.Now())
-	if *progress && !*quiet {
-		cfg.Recorder.OnTick(loadtest.NewProgress(stderr, cfg.Recorder, cfg.Scenario))
-	}
-	if *promListen != "" {
-		stopProm, addr, err := loadtest.ServePrometheus(*promListen, cfg.Recorder)
-		if err != nil {
-			fmt.Fprintf(stderr, "parley loadtest: --prom-listen: %v\n", err)
-			return exitFailed
-		}
-		defer stopProm()
-		if !*quiet {
-			fmt.Fprintf(stderr, "parley loadtest: metrics at http://%s/metrics\n", addr)
-		}
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	loadtest.Version = version
-	rep, err := loadtest.Run(ctx, cfg)
-	sloOK := true
-	if rep != nil {
-		sloOK = rep.CheckSLO(slos)
-		rep.WriteSummary(stdout)
-		if werr := writeReports(rep, *jsonOut, *htmlOut); werr != nil {
-			fmt.Fprintf(stderr, "parley loadtest: %v\n", werr)
-			return exitFailed
-		}
-	}
-	switch {
-	case err != nil:
-		fmt.Fprintf(stderr, "parley loadtest: %v\n", err)
+	out := runOutput{cmd: "parley loadtest", stdout: stdout, stderr: stderr, jsonFile: *jsonOut, htmlFile: *htmlOut, slos: slos}
+	stopProm, ok := out.record(&cfg, *promListen, *progress, *quiet)
+	if !ok {
 		return exitFailed
-	case !sloOK:
-		fmt.Fprintln(stderr, "parley loadtest: an SLO did not hold")
-		return exitSLOMissed
 	}
-	return exitOK
+	defer stopProm()
+
+	ctx, stop := runContext()
+	defer stop()
+	rep, err := loadtest.Run(ctx, cfg)
+	return out.finish(rep, err, nil)
 }
 
 // loadtestSearch runs a breaking-point search. Finding the breaking point
 // is its purpose, so a step that breaks the SLO does not make it fail.
 func loadtestSearch(cfg loadtest.Config, spec loadtest.SearchSpec, jsonFile string, stdout, stderr io.Writer) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := runContext()
 	defer stop()
-	loadtest.Version = version
 	sr, err := loadtest.Search(ctx, cfg, spec)
 	if sr == nil {
 		fmt.Fprintf(stderr, "parley loadtest: %v\n", err)
 		return exitUsage // the search could not start: its settings
 	}
 	sr.WriteSummary(stdout)
-	if jsonFile != "" {
-		b, jerr := json.MarshalIndent(sr, "", "  ")
-		if jerr == nil {
-			jerr = os.WriteFile(jsonFile, append(b, '\n'), 0o644)
-		}
-		if jerr != nil {
-			fmt.Fprintf(stderr, "parley loadtest: writing %s: %v\n", jsonFile, jerr)
-			return exitFailed
-		}
+	if jerr := writeJSON(jsonFile, sr); jerr != nil {
+		fmt.Fprintf(stderr, "parley loadtest: %v\n", jerr)
+		return exitFailed
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "parley loadtest: %v\n", err)
@@ -162,17 +128,79 @@ func loadtestSearch(cfg loadtest.Config, spec loadtest.SearchSpec, jsonFile stri
 	return exitOK
 }
 
+// runContext returns the context a run goes by, which ends on SIGINT or
+// SIGTERM, and has the run's reports carry this binary's version.
+func runContext() (context.Context, context.CancelFunc) {
+	loadtest.Version = version
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// runOutput is where a run's results go besides the log: the summary on
+// stdout, the SLO verdict, the report files. loadtest, its coordinator
+// and the agent share it.
+type runOutput struct {
+	cmd                string // what messages start with: "parley loadtest", ...
+	stdout, stderr     io.Writer
+	jsonFile, htmlFile string         // "" for none
+	slos               []loadtest.SLO // checked against the report; none for an agent
+}
+
+// record gives cfg a recorder, with the progress line on stderr if
+// progress and not quiet, and the Prometheus endpoint at promListen
+// unless it is empty. It reports false, having said why, if the endpoint
+// cannot listen; else the caller calls stop after the run.
+func (o runOutput) record(cfg *loadtest.Config, promListen string, progress, quiet bool) (stop func(), ok bool) {
+	cfg.Recorder = loadtest.NewRecorder(time.Now())
+	if progress && !quiet {
+		cfg.Recorder.OnTick(loadtest.NewProgress(o.stderr, cfg.Recorder, cfg.Scenario))
+	}
+	if promListen == "" {
+		return func() {}, true
+	}
+	stop, addr, err := loadtest.ServePrometheus(promListen, cfg.Recorder)
+	if err != nil {
+		fmt.Fprintf(o.stderr, "%s: --prom-listen: %v\n", o.cmd, err)
+		return nil, false
+	}
+	if !quiet {
+		fmt.Fprintf(o.stderr, "%s: metrics at http://%s/metrics\n", o.cmd, addr)
+	}
+	return stop, true
+}
+
+// finish checks the SLOs against rep (nil if the run did not get as far
+// as a report), prints its summary and then more's lines (if more is not
+// nil), writes the report files, and returns the exit code of the run
+// that ended with rep and err.
+func (o runOutput) finish(rep *loadtest.Report, err error, more func(io.Writer, *loadtest.Report)) int {
+	sloOK := true
+	if rep != nil {
+		sloOK = rep.CheckSLO(o.slos)
+		rep.WriteSummary(o.stdout)
+		if more != nil {
+			more(o.stdout, rep)
+		}
+		if werr := writeReports(rep, o.jsonFile, o.htmlFile); werr != nil {
+			fmt.Fprintf(o.stderr, "%s: %v\n", o.cmd, werr)
+			return exitFailed
+		}
+	}
+	switch {
+	case err != nil:
+		fmt.Fprintf(o.stderr, "%s: %v\n", o.cmd, err)
+		return exitFailed
+	case !sloOK:
+		fmt.Fprintf(o.stderr, "%s: an SLO did not hold\n", o.cmd)
+		return exitSLOMissed
+	}
+	return exitOK
+}
+
 // writeReports writes the JSON and HTML reports to the files named (none
 // for an empty name).
 func writeReports(rep *loadtest.Report, jsonFile, htmlFile string) error {
-	if jsonFile != "" {
-		b, err := json.MarshalIndent(rep, "", "  ")
-		if err == nil {
-			err = os.WriteFile(jsonFile, append(b, '\n'), 0o644)
-		}
-		if err != nil {
-			return fmt.Errorf("writing %s: %w", jsonFile, err)
-		}
+	if err := writeJSON(jsonFile, rep); err != nil {
+		return err
 	}
 	if htmlFile != "" {
 		var b bytes.Buffer
@@ -183,6 +211,21 @@ func writeReports(rep *loadtest.Report, jsonFile, htmlFile string) error {
 		if err != nil {
 			return fmt.Errorf("writing %s: %w", htmlFile, err)
 		}
+	}
+	return nil
+}
+
+// writeJSON writes v as indented JSON to file (nothing for an empty name).
+func writeJSON(file string, v any) error {
+	if file == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err == nil {
+		err = os.WriteFile(file, append(b, '\n'), 0o644)
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", file, err)
 	}
 	return nil
 }

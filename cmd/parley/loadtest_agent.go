@@ -1,15 +1,10 @@
 package main
 
 import (
-	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/parley-im/parley/loadtest"
@@ -80,48 +75,20 @@ func loadtestCoordinatorCmd(args []string, stdout, stderr io.Writer) int {
 	if *quiet {
 		log = nil
 	}
-	cfg.Recorder = loadtest.NewRecorder(time.Now())
-	if *progress && !*quiet {
-		cfg.Recorder.OnTick(loadtest.NewProgress(stderr, cfg.Recorder, cfg.Scenario))
+	out := runOutput{cmd: "parley loadtest coordinator", stdout: stdout, stderr: stderr, jsonFile: *jsonOut, htmlFile: *htmlOut, slos: slos}
+	stopProm, ok := out.record(&cfg, *promListen, *progress, *quiet)
+	if !ok {
+		return exitFailed
 	}
-	if *promListen != "" {
-		stopProm, addr, err := loadtest.ServePrometheus(*promListen, cfg.Recorder)
-		if err != nil {
-			fmt.Fprintf(stderr, "parley loadtest coordinator: --prom-listen: %v\n", err)
-			return exitFailed
-		}
-		defer stopProm()
-		if !*quiet {
-			fmt.Fprintf(stderr, "parley loadtest coordinator: metrics at http://%s/metrics\n", addr)
-		}
-	}
+	defer stopProm()
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := runContext()
 	defer stop()
-	loadtest.Version = version
 	rep, err := loadtest.RunCoordinator(ctx, loadtest.CoordinatorConfig{
 		Listen: *listen, Agents: *agents, Config: cfg,
 		StartDelay: *startDelay, RegisterTimeout: *registerTimeout, AgentTimeout: *agentTimeout, Log: log,
 	})
-	sloOK := true
-	if rep != nil {
-		sloOK = rep.CheckSLO(slos)
-		rep.WriteSummary(stdout)
-		writeAgentLines(stdout, rep)
-		if werr := writeReports(rep, *jsonOut, *htmlOut); werr != nil {
-			fmt.Fprintf(stderr, "parley loadtest coordinator: %v\n", werr)
-			return exitFailed
-		}
-	}
-	switch {
-	case err != nil:
-		fmt.Fprintf(stderr, "parley loadtest coordinator: %v\n", err)
-		return exitFailed
-	case !sloOK:
-		fmt.Fprintln(stderr, "parley loadtest coordinator: an SLO did not hold")
-		return exitSLOMissed
-	}
-	return exitOK
+	return out.finish(rep, err, writeAgentLines)
 }
 
 // writeAgentLines writes one line per agent under the merged summary.
@@ -173,26 +140,9 @@ func loadtestAgentCmd(args []string, stdout, stderr io.Writer) int {
 			return exitUsage
 		}
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := runContext()
 	defer stop()
-	loadtest.Version = version
 	rep, err := loadtest.RunAgent(ctx, ac)
-	if rep != nil {
-		rep.WriteSummary(stdout)
-		if *jsonOut != "" {
-			b, jerr := json.MarshalIndent(rep, "", "  ")
-			if jerr == nil {
-				jerr = os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
-			}
-			if jerr != nil {
-				fmt.Fprintf(stderr, "parley loadtest agent: writing %s: %v\n", *jsonOut, jerr)
-				return exitFailed
-			}
-		}
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "parley loadtest agent: %v\n", err)
-		return exitFailed
-	}
-	return exitOK
+	out := runOutput{cmd: "parley loadtest agent", stdout: stdout, stderr: stderr, jsonFile: *jsonOut}
+	return out.finish(rep, err, nil)
 }
