@@ -5,6 +5,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type metrics struct {
 	connected         prometheus.Gauge
 	connects          *prometheus.CounterVec
+	connectsOK        prometheus.Counter // connects{result="ok"}, resolved once: it counts every connection
 	connectSeconds    prometheus.Histogram
 	closes            *prometheus.CounterVec
 	framesIn          *prometheus.CounterVec
@@ -36,6 +37,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		writeErrors:  prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_write_errors_total", Help: "Socket writes that failed or timed out."}),
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_http_requests_total", Help: "HTTP API requests by route and status."}, []string{"route", "status"}),
 	}
+	m.connectsOK = m.connects.WithLabelValues("ok")
 	if reg != nil {
 		reg.MustRegister(m.connected, m.connects, m.connectSeconds, m.closes, m.framesIn, m.framesOut, m.errors,
 			m.rateLimited, m.slowConsumers, m.ephemeralReplaced, m.ephemeralDropped, m.writeErrors, m.httpRequests)

@@ -19,8 +19,9 @@ import (
 	"github.com/parley-im/parley/protocol"
 )
 
-// Server is the gateway. Create it with New; serve Handler(); stop it with
-// Drain and then Close.
+// Server is the gateway. Create it with New; serve a listener with Serve
+// (or Handler() with an http.Server of your own: Serve only makes the
+// websocket handshake cheaper); stop it with Drain and then Close.
 type Server struct {
 	cfg Config // static after New
 	hub *hub.Hub
@@ -37,6 +38,10 @@ type Server struct {
 
 	stop     chan struct{} // closed by Close
 	stopOnce sync.Once
+
+	accept     acceptState              // see Serve
+	acceptOpts *websocket.AcceptOptions // static after New; read-only
+	helloTail  []byte                   // static after New; see appendHello
 }
 
 // New builds a Server and starts its heartbeat sweeper.
@@ -55,6 +60,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.nextID.Store(uint64(cfg.Now().UnixNano()))
 	s.conns.init()
+	s.accept.conns = make(map[net.Conn]struct{})
+	s.acceptOpts = &websocket.AcceptOptions{
+		Subprotocols:       []string{protocol.Subprotocol},
+		OriginPatterns:     cfg.OriginPatterns,
+		InsecureSkipVerify: cfg.DevTokens && len(cfg.OriginPatterns) == 0,
+		CompressionMode:    websocket.CompressionDisabled,
+	}
+	s.helloTail = helloTail(cfg)
 	s.wg.Add(1)
 	go s.sweep()
 	return s, nil
@@ -90,7 +103,27 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
+// upgradeWriter is the ResponseWriter an upgrade is served with: it hijacks
+// the connection with the session's small bufio buffers and holds the 101
+// response back, to leave in one write with the first frame (smallBuffers
+// under net/http, wsResponse under Serve).
+type upgradeWriter interface {
+	http.ResponseWriter
+	http.Hijacker
+	// hijackedConn is the socket Hijack returned; nil before.
+	hijackedConn() net.Conn
+}
+
+// serveWS serves /v1/ws for net/http: an upgrade on a connection net/http
+// serves already, or one Serve handed over.
 func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
+	s.upgrade(&smallBuffers{ResponseWriter: w, rsize: s.cfg.ReadBuffer, wsize: s.cfg.WriteBuffer}, r, clientIP(r))
+}
+
+// upgrade runs the handshake of a connection from ip: limits, auth, the
+// websocket upgrade, registration and hello; then it starts the session's
+// read loop.
+func (s *Server) upgrade(w upgradeWriter, r *http.Request, ip string) {
 	// The upgrade counts as the server's work until the session's read
 	// loop owns it: Close waits for a connection being set up.
 	s.wg.Add(1)
@@ -101,7 +134,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		writeHTTPError(w, http.StatusServiceUnavailable, protocol.Errorf(protocol.CodeDraining, "node is draining, connect elsewhere"))
 		return
 	}
-	ip := clientIP(r)
 	if ok, wait := s.ips.take(ip, start0); !ok {
 		s.m.connects.WithLabelValues("rate_limited").Inc()
 		w.Header().Set("Retry-After", retryAfterSeconds(wait))
@@ -114,14 +146,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		authErr = errors.New("service tokens cannot open sessions")
 	}
 
-	opts := &websocket.AcceptOptions{
-		Subprotocols:       []string{protocol.Subprotocol},
-		OriginPatterns:     s.cfg.OriginPatterns,
-		InsecureSkipVerify: s.cfg.DevTokens && len(s.cfg.OriginPatterns) == 0,
-		CompressionMode:    websocket.CompressionDisabled,
-	}
-	sb := &smallBuffers{ResponseWriter: w, rsize: s.cfg.ReadBuffer, wsize: s.cfg.WriteBuffer}
-	conn, err := websocket.Accept(sb, r, opts)
+	conn, err := websocket.Accept(w, r, s.acceptOpts)
 	if err != nil {
 		s.m.connects.WithLabelValues("upgrade_failed").Inc()
 		s.log.Info("upgrade failed", "ip", ip, "err", err)
@@ -163,7 +188,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	sess := &session{
 		srv:  s,
 		conn: conn,
-		raw:  sb.raw,
+		raw:  w.hijackedConn(),
 		id:   s.nextID.Add(1),
 		user: user,
 		dev:  claims.Device,
@@ -177,25 +202,18 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	sess.lastRead.Store(now)
 	sess.lastPing.Store(now)
 
-	hello := protocol.Hello{
-		Type:        protocol.TypeHello,
-		Session:     sessionName(sess.id),
-		User:        user,
-		Device:      sess.dev,
-		Node:        s.cfg.Node,
-		HeartbeatMS: s.cfg.Heartbeat.Milliseconds(),
-		IdleMS:      s.cfg.IdleTimeout.Milliseconds(),
-		ServerTime:  s.cfg.Now().UnixMilli(),
-		MaxMessage:  protocol.MaxMessage,
-	}
-	hello.TokenExp = sess.exp.Load()
-	if r.URL.Query().Get("resume") == "1" {
+	var hello []byte
+	if r.URL.RawQuery != "" && r.URL.Query().Get("resume") == "1" {
+		h := s.hello(sess)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		res, err := s.hub.ResumeState(ctx, user)
 		cancel()
 		if err == nil {
-			hello.Resume = res
+			h.Resume = res
 		}
+		hello = protocol.Marshal(h)
+	} else {
+		hello = s.appendHello(sess)
 	}
 	// This goroutine is the session's writer until hello is out: frames
 	// the hub delivers meanwhile are queued behind it. Hello leaves in one
@@ -203,7 +221,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	sess.writing = true
 	s.conns.add(sess)
 	s.hub.Register(sess)
-	if err := sess.write(protocol.Marshal(hello)); err != nil {
+	if err := sess.write(hello); err != nil {
 		s.m.connects.WithLabelValues("hello_failed").Inc()
 		s.hub.Unregister(sess)
 		s.conns.remove(sess)
@@ -227,12 +245,13 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 		// missed it.
 		sess.closeAfterFlush(byeFrame(s.cfg.DrainJitter), protocol.CloseShutdown, "server shutdown")
 	}
-	s.m.connects.WithLabelValues("ok").Inc()
+	s.m.connectsOK.Inc()
 	s.m.connected.Inc()
 	s.m.connectSeconds.Observe(s.cfg.Now().Sub(start0).Seconds())
 
-	// Serve from a fresh goroutine and let net/http's connection goroutine
-	// (and the request it holds) go: the session keeps only what it needs.
+	// Serve from a fresh goroutine, started with a small stack, and let
+	// this one (and the request it holds, and its stack, grown for the
+	// handshake) go: the session keeps only what it needs.
 	s.wg.Add(1)
 	go sess.readLoop()
 	select {
@@ -243,8 +262,6 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	default:
 	}
 }
-
-func sessionName(id uint64) string { return "s" + strconv.FormatUint(id, 36) }
 
 // closeSession closes a connection with a typed reason, once, off the
 // caller's path (the close handshake may wait for a slow client).
@@ -354,6 +371,7 @@ func (s *Server) cutAll() {
 func (s *Server) Close() {
 	s.stopOnce.Do(func() { close(s.stop) })
 	s.draining.Store(true)
+	s.closeHandshakes()
 	s.cutAll()
 	s.wg.Wait()
 }
@@ -401,12 +419,12 @@ func (w *smallBuffers) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	bw := bufio.NewWriterSize(c, w.wsize)
 	if w.upgrade {
-		_, _ = bw.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-		_ = w.Header().Write(bw)
-		_, _ = bw.WriteString("\r\n")
+		writeSwitching(bw, w.Header())
 	}
 	return c, bufio.NewReadWriter(br, bw), nil
 }
+
+func (w *smallBuffers) hijackedConn() net.Conn { return w.raw }
 
 func (w *smallBuffers) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -37,6 +36,7 @@ type serveFlags struct {
 	presenceCoalesce                   time.Duration
 	logLevel                           string
 	gcPercent                          int
+	gcMinHeap                          int
 	dev                                string
 }
 
@@ -72,6 +72,7 @@ func serve(args []string, stderr io.Writer) int {
 	fs.DurationVar(&f.presenceCoalesce, "presence-coalesce", time.Second, "presence change coalescing window")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.IntVar(&f.gcPercent, "gc-percent", 50, "Go GC target (as GOGC): a gateway's heap is mostly long-lived connection state, so a lower target saves memory per connection for a little CPU; -1 keeps GOGC")
+	fs.IntVar(&f.gcMinHeap, "gc-min-heap", 64, "MiB the heap may reach before the GC runs, whatever --gc-percent says: a small heap (few connections, or a reconnect storm's short-lived ones) is not collected every few MiB; at scale --gc-percent decides; 0: off")
 	fs.StringVar(&f.dev, "dev", "auto", "dev mode (dev key, dev tokens, demo page): auto (when no production keys), true or false")
 	if err := parseWithEnv(fs, args); err != nil {
 		return 2
@@ -82,7 +83,7 @@ func serve(args []string, stderr io.Writer) int {
 		return 2
 	}
 	if f.gcPercent >= 0 {
-		debug.SetGCPercent(f.gcPercent)
+		defer node.SetGC(f.gcPercent, uint64(max(f.gcMinHeap, 0))<<20)()
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)

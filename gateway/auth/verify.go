@@ -86,6 +86,7 @@ type Verifier struct {
 	static   []verifyKey // static after New; from PublicKeyFiles
 	jwks     *jwksCache  // static after New; nil without JWKSURL
 	parser   *jwt.Parser // static after New
+	hs256    *hs256      // static after New; dev mode only
 	issuer   string
 	audience string
 	leeway   time.Duration
@@ -153,6 +154,7 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, fmt.Errorf("auth: DevKey is %d bytes, want at least %d", len(cfg.DevKey), minDevKeyLen)
 	default:
 		v.devKey = slices.Clone(cfg.DevKey)
+		v.hs256 = newHS256(v.devKey)
 		methods = []string{algHS256}
 	}
 	// Claims are validated by checkClaims, not by the jwt package, so that
@@ -187,7 +189,12 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 		return nil, fmt.Errorf("%w: token is %d bytes, limit %d", ErrInvalid, len(token), MaxTokenLen)
 	}
 	c := new(Claims)
-	if _, err := v.parser.ParseWithClaims(token, c, v.keyFunc); err != nil {
+	if v.hs256 != nil && len(token) > len(hs256Header) && token[len(hs256Header)] == '.' && token[:len(hs256Header)] == hs256Header {
+		// The usual dev token: the parser's checks without its overhead.
+		if err := v.hs256.verify(token, c); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+	} else if _, err := v.parser.ParseWithClaims(token, c, v.keyFunc); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if err := v.checkClaims(c); err != nil {

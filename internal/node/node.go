@@ -162,7 +162,7 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 
-	if n.ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+	if n.ln, err = listenClients(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	if n.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
@@ -176,7 +176,9 @@ func Start(cfg Config) (n *Node, err error) {
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	n.admin = &http.Server{Handler: n.adminMux(reg), ReadHeaderTimeout: 10 * time.Second}
-	go func() { n.errc <- n.srv.Serve(n.ln) }()
+	// The gateway serves websocket upgrades itself and hands the rest of
+	// the client listener's traffic to n.srv (see gateway.Server.Serve).
+	go func() { n.errc <- n.gw.Serve(n.ln, n.srv) }()
 	go func() { n.errc <- n.admin.Serve(n.adminLn) }()
 	log.Info("parley serving", "listen", n.ln.Addr().String(), "admin", n.adminLn.Addr().String(), "dev", n.dev, "data_dir", cfg.DataDir)
 	return n, nil
