@@ -376,7 +376,7 @@ func measured(cfg *Config, files, conns int, scenario func(*Report) error) (*Rep
 		return nil, err
 	}
 	rec := cfg.Recorder
-	cfg.live = &liveConns{rec: rec}
+	cfg.live = newLiveConns(rec)
 	rec.Gauge(GaugeOpen, cfg.live.open)
 	rec.Gauge(GaugeTarget, func() int64 { return int64(conns) })
 	rec.Run()
@@ -727,12 +727,11 @@ type liveConns struct {
 	next  int            // guarded by mu; where the next ping sample starts
 	// pingers maps a *client.Conn to its *pinger.
 	pingers sync.Map
-	opened  atomic.Int64
-	closed  atomic.Int64
+	// opened and ended are the recorder's CountConnOK and CountConnClose.
+	opened, ended *atomic.Int64
 }
 
 func (l *liveConns) add(c *client.Conn) {
-	l.opened.Add(1)
 	l.rec.Add(CountConnOK, 1)
 	l.mu.Lock()
 	l.conns = append(l.conns, c)
@@ -742,24 +741,29 @@ func (l *liveConns) add(c *client.Conn) {
 // closedOne counts a connection that ended; err is why (nil or
 // client.ErrClosed: the load tester closed it).
 func (l *liveConns) closedOne(err error) {
-	l.closed.Add(1)
 	l.rec.Add(CountConnClose, 1)
 	if err != nil && !errors.Is(err, client.ErrClosed) {
 		l.rec.Add(PrefixClose+errKind(err), 1)
 	}
 }
 
-func (l *liveConns) open() int64 { return l.opened.Load() - l.closed.Load() }
+// open is the connections open now: every connection opened (connect's,
+// closed right after hello, included) less every one that ended. It is a
+// gauge, read while the recorder is locked, so it reads the counters it
+// resolved beforehand.
+func (l *liveConns) open() int64 { return l.opened.Load() - l.ended.Load() }
+
+func newLiveConns(rec *Recorder) *liveConns {
+	return &liveConns{rec: rec, opened: rec.Counter(CountConnOK), ended: rec.Counter(CountConnClose)}
+}
 
 // leanOpened counts a lean connection that got its hello.
 func (l *liveConns) leanOpened() {
-	l.opened.Add(1)
 	l.rec.Add(CountConnOK, 1)
 }
 
 // leanClosed counts a lean connection that ended (lean.Config.OnClose).
 func (l *liveConns) leanClosed(code int, err error) {
-	l.closed.Add(1)
 	l.rec.Add(CountConnClose, 1)
 	switch {
 	case errors.Is(err, lean.ErrClosed):

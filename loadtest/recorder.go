@@ -86,7 +86,7 @@ type Tick struct {
 type Recorder struct {
 	start time.Time
 
-	mu       sync.Mutex
+	mu       sync.RWMutex             // read-locked only to look up a histogram or counter
 	hists    map[string]*latency      // guarded by mu (the map)
 	counters map[string]*atomic.Int64 // guarded by mu (the map)
 	gauges   map[string]func() int64  // guarded by mu
@@ -112,11 +112,19 @@ func NewRecorder(start time.Time) *Recorder {
 // Start returns the time intervals count from.
 func (r *Recorder) Start() time.Time { return r.start }
 
-// Hist returns the named histogram, creating it on first use.
+// Hist returns the named histogram, creating it on first use. Looking up
+// one that exists takes only a read lock: the scenarios call it (and Add)
+// on every message.
 func (r *Recorder) Hist(name string) *latency {
+	r.mu.RLock()
+	h := r.hists[name]
+	r.mu.RUnlock()
+	if h != nil {
+		return h
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	h := r.hists[name]
+	h = r.hists[name]
 	if h == nil {
 		h = newLatency()
 		h.cur = newHist()
@@ -127,9 +135,15 @@ func (r *Recorder) Hist(name string) *latency {
 
 // Counter returns the named counter, creating it on first use.
 func (r *Recorder) Counter(name string) *atomic.Int64 {
+	r.mu.RLock()
+	c := r.counters[name]
+	r.mu.RUnlock()
+	if c != nil {
+		return c
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	c := r.counters[name]
+	c = r.counters[name]
 	if c == nil {
 		c = new(atomic.Int64)
 		r.counters[name] = c
