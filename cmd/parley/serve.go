@@ -20,6 +20,9 @@ import (
 type serveFlags struct {
 	listen, adminListen, dataDir, node string
 	natsURL, natsListen                string
+	natsCreds                          string
+	natsTLSCA, natsTLSCert, natsTLSKey string
+	advertise                          string
 	publicKeys, jwksURL                string
 	issuer, audience                   string
 	leeway                             time.Duration
@@ -41,14 +44,30 @@ type serveFlags struct {
 }
 
 func serve(args []string, stderr io.Writer) int {
+	var f serveFlags
+	fs := serveFlagSet(&f, stderr)
+	if err := parseWithEnv(fs, args); err != nil {
+		return 2
+	}
+	return f.run(stderr)
+}
+
+// serveFlagSet declares serve's flags into f. The deploy/ tests read it to
+// check that every flag the manifests pass exists and that ports and probes
+// match.
+func serveFlagSet(f *serveFlags, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var f serveFlags
 	fs.StringVar(&f.listen, "listen", ":8080", "client listener: websocket /v1/ws, HTTP API /v1/, demo page / in dev mode")
 	fs.StringVar(&f.adminListen, "admin-listen", "127.0.0.1:9090", "admin listener: /metrics, /healthz, /readyz, /debug/pprof/")
 	fs.StringVar(&f.dataDir, "data-dir", "./data", "data directory: embedded store and dev signing key")
 	fs.StringVar(&f.node, "node", "", "node id (default: host name)")
 	fs.StringVar(&f.natsURL, "nats-url", "", "external NATS URL(s), comma-separated; empty runs NATS in-process")
+	fs.StringVar(&f.natsCreds, "nats-creds", "", "NATS credentials file (user JWT + nkey seed) for --nats-url")
+	fs.StringVar(&f.natsTLSCA, "nats-tls-ca", "", "PEM CA bundle that signs the NATS servers' certificates (enables TLS)")
+	fs.StringVar(&f.natsTLSCert, "nats-tls-cert", "", "PEM client certificate for NATS mutual TLS (with --nats-tls-key)")
+	fs.StringVar(&f.natsTLSKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
+	fs.StringVar(&f.advertise, "advertise", "", "address clients can reach this node at, announced to the cluster (default: --listen)")
 	fs.StringVar(&f.natsListen, "nats-listen", "", "with in-process NATS, also listen for NATS clients here (e.g. 127.0.0.1:4222); empty: in-process only")
 	fs.StringVar(&f.publicKeys, "jwt-public-keys", "", "comma-separated PEM files of RS256/ES256/EdDSA public keys (production mode)")
 	fs.StringVar(&f.jwksURL, "jwks-url", "", "JWKS URL of the token issuer (production mode)")
@@ -74,9 +93,10 @@ func serve(args []string, stderr io.Writer) int {
 	fs.IntVar(&f.gcPercent, "gc-percent", 50, "Go GC target (as GOGC): a gateway's heap is mostly long-lived connection state, so a lower target saves memory per connection for a little CPU; -1 keeps GOGC")
 	fs.IntVar(&f.gcMinHeap, "gc-min-heap", 64, "MiB the heap may reach before the GC runs, whatever --gc-percent says: a small heap (few connections, or a reconnect storm's short-lived ones) is not collected every few MiB; at scale --gc-percent decides; 0: off")
 	fs.StringVar(&f.dev, "dev", "auto", "dev mode (dev key, dev tokens, demo page): auto (when no production keys), true or false")
-	if err := parseWithEnv(fs, args); err != nil {
-		return 2
-	}
+	return fs
+}
+
+func (f *serveFlags) run(stderr io.Writer) int {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		fmt.Fprintf(stderr, "parley serve: bad --log-level: %v\n", err)
@@ -102,6 +122,11 @@ func (f serveFlags) config(log *slog.Logger) node.Config {
 		Node:             f.node,
 		NATSURL:          f.natsURL,
 		NATSListen:       f.natsListen,
+		NATSCreds:        f.natsCreds,
+		NATSTLSCA:        f.natsTLSCA,
+		NATSTLSCert:      f.natsTLSCert,
+		NATSTLSKey:       f.natsTLSKey,
+		Advertise:        f.advertise,
 		PublicKeyFiles:   splitList(f.publicKeys),
 		JWKSURL:          f.jwksURL,
 		Issuer:           f.issuer,

@@ -40,8 +40,22 @@ type Config struct {
 	DataDir     string // default "./data"
 	Node        string // default: host name
 
-	NATSURL    string // external NATS; empty runs NATS in-process
+	NATSURL    string // external NATS, comma-separated URLs; empty runs NATS in-process
 	NATSListen string // in-process NATS also listens here; empty: in-process only
+	// NATSCreds is a credentials file (user JWT + nkey seed) for NATSURL.
+	NATSCreds string
+	// NATSTLSCA enables TLS to NATSURL, trusting this PEM bundle;
+	// NATSTLSCert and NATSTLSKey add a client certificate (mutual TLS).
+	NATSTLSCA, NATSTLSCert, NATSTLSKey string
+	// Advertise is the address clients reach this node at, announced to
+	// the other nodes (default: the client listener's address).
+	Advertise string
+
+	// Store, if set, is used instead of opening the embedded store in
+	// DataDir, and is not closed by the node: several nodes of one process
+	// share it (the local cluster and the cluster tests). Nodes in separate
+	// processes need a store they can share (ScyllaDB).
+	Store storage.Store
 
 	PublicKeyFiles []string // production keys (RS256/ES256/EdDSA PEM)
 	JWKSURL        string
@@ -67,6 +81,7 @@ type Node struct {
 	cfg      Config
 	log      *slog.Logger
 	store    storage.Store
+	ownStore bool // the node opened store and closes it
 	nc       *nats.Conn
 	stopNATS func()
 	hub      *hub.Hub
@@ -118,11 +133,15 @@ func Start(cfg Config) (n *Node, err error) {
 		return nil, err
 	}
 
-	st, err := embedded.Open(filepath.Join(cfg.DataDir, "store"), embedded.Options{Logger: log.With("component", "storage")})
-	if err != nil {
-		return nil, fmt.Errorf("storage: %w", err)
+	if cfg.Store != nil {
+		n.store = cfg.Store
+	} else {
+		st, err := embedded.Open(filepath.Join(cfg.DataDir, "store"), embedded.Options{Logger: log.With("component", "storage")})
+		if err != nil {
+			return nil, fmt.Errorf("storage: %w", err)
+		}
+		n.store, n.ownStore = st, true
 	}
-	n.store = st
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -289,6 +308,18 @@ func (n *Node) connectNATS(drops prometheus.Counter) error {
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
 	}
 	if cfg.NATSURL != "" {
+		if cfg.NATSCreds != "" {
+			opts = append(opts, nats.UserCredentials(cfg.NATSCreds))
+		}
+		if cfg.NATSTLSCA != "" {
+			opts = append(opts, nats.RootCAs(cfg.NATSTLSCA))
+		}
+		if cfg.NATSTLSCert != "" || cfg.NATSTLSKey != "" {
+			if cfg.NATSTLSCert == "" || cfg.NATSTLSKey == "" {
+				return errors.New("nats tls: give both a certificate and its key")
+			}
+			opts = append(opts, nats.ClientCert(cfg.NATSTLSCert, cfg.NATSTLSKey))
+		}
 		nc, err := nats.Connect(cfg.NATSURL, opts...)
 		if err != nil {
 			return fmt.Errorf("nats connect %s: %w", cfg.NATSURL, err)
@@ -377,7 +408,7 @@ func (n *Node) close() {
 	if n.stopNATS != nil {
 		n.stopNATS()
 	}
-	if n.store != nil {
+	if n.store != nil && n.ownStore {
 		if err := n.store.Close(); err != nil {
 			n.log.Error("storage close", "err", err)
 		}
