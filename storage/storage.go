@@ -18,8 +18,10 @@
 //
 // The package must not know about sockets, NATS or the protocol. Nothing here
 // needs a multi-partition transaction: callers (the hub) own sequence
-// assignment per conversation, and every write is idempotent so it can be
-// retried.
+// assignment per conversation, every write is idempotent so it can be
+// retried, and a message write claims its seq (ErrConflict when another
+// node claimed it first), so nodes that share a store never overwrite each
+// other's messages.
 package storage
 
 import (
@@ -39,6 +41,10 @@ var (
 	ErrNotFound = errors.New("storage: not found")
 	ErrExists   = errors.New("storage: already exists")
 	ErrClosed   = errors.New("storage: closed")
+	// ErrConflict means a message's (conv, seq) is taken by another
+	// message: another node assigned the same seq first. Nothing of the
+	// call was stored; the caller re-reads LastSeq and retries.
+	ErrConflict = errors.New("storage: seq taken by another message")
 )
 
 // Kind is the kind of a conversation.
@@ -153,9 +159,13 @@ type Store interface {
 
 	// AppendMessages durably stores messages (of one or more
 	// conversations) together with their client-id index entries. Storing
-	// a message whose (conv, seq) exists already overwrites it with the
-	// same content (writes are idempotent). It is called concurrently;
-	// backends batch concurrent calls into shared syncs (group commit).
+	// a message whose (conv, seq) holds the same message already (same
+	// sender and client id) overwrites it (writes are idempotent); if the
+	// seq holds another message, or another message is being stored at it
+	// concurrently, nothing is stored and the error is ErrConflict (seqs
+	// are claimed, never overwritten: several nodes assign them). It is
+	// called concurrently; backends batch concurrent calls into shared
+	// syncs (group commit).
 	AppendMessages(ctx context.Context, msgs []Message) error
 	// LookupClientID returns the seq stored for (conv, sender, cmid), or
 	// ErrNotFound.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"math"
 	"slices"
 
@@ -17,8 +18,12 @@ import (
 // index entries go into one pebble batch, committed with a WAL sync.
 // Concurrent calls share syncs: pebble's commit pipeline queues every batch
 // that arrives while a sync is running and covers them all with the next one.
-// Message writes are blind (no read, no lock), which makes a retry a plain
-// overwrite.
+//
+// Each message claims its (conv, seq): under the seq's stripe lock the
+// stored message (one point read) and the claims of calls still committing
+// are checked, and the claim is registered; the lock is not held across the
+// sync, so group commit is kept. A seq held by another message (another
+// sender or client id) fails the whole call with storage.ErrConflict.
 func (s *Store) AppendMessages(ctx context.Context, msgs []storage.Message) error {
 	if err := s.enter(ctx); err != nil {
 		return err
@@ -27,14 +32,21 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []storage.Message) erro
 	if len(msgs) == 0 {
 		return nil
 	}
+	for i := range msgs {
+		if msgs[i].Seq == 0 {
+			return fmt.Errorf("embedded: message of %q has seq 0", msgs[i].Conv)
+		}
+	}
+	claimed, err := s.claim(msgs)
+	if err != nil {
+		return err
+	}
+	defer s.release(msgs, claimed)
 
 	b := s.db.NewBatch()
 	defer b.Close()
 	for i := range msgs {
 		m := &msgs[i]
-		if m.Seq == 0 {
-			return fmt.Errorf("embedded: message of %q has seq 0", m.Conv)
-		}
 		// Encode straight into the batch: no scratch buffer, no copy.
 		op := b.SetDeferred(messageKeyLen(m.Conv), messageLen(m))
 		if err := fill(op, appendMessageKey(op.Key[:0], m.Conv, m.Seq), appendMessage(op.Value[:0], m)); err != nil {
@@ -49,6 +61,115 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []storage.Message) erro
 		}
 	}
 	return s.commit(b)
+}
+
+// seqClaim is a (conv, seq) being stored by a call that has not returned.
+type seqClaim struct {
+	conv string
+	seq  uint64
+}
+
+// claimOwner identifies the message a claim is for: a retry of the same
+// message (same sender and client id) may claim it again.
+type claimOwner struct {
+	sender, cmid string
+	n            int // concurrent claims by calls storing this same message
+}
+
+func (s *Store) seqStripe(conv string, seq uint64) int {
+	return int((maphash.String(s.seed, conv) + seq) % uint64(len(s.seqLocks)))
+}
+
+// claim registers msgs' seqs, or fails with storage.ErrConflict and
+// registers none. claimed[i] reports whether msgs[i]'s claim is registered
+// (a message listed twice in one call is claimed once).
+func (s *Store) claim(msgs []storage.Message) (claimed []bool, err error) {
+	claimed = make([]bool, len(msgs))
+	defer func() {
+		if err != nil {
+			s.release(msgs, claimed)
+			claimed = nil
+		}
+	}()
+	for i := range msgs {
+		m := &msgs[i]
+		stripe := s.seqStripe(m.Conv, m.Seq)
+		key := seqClaim{m.Conv, m.Seq}
+		s.seqLocks[stripe].Lock()
+		owner, pending := s.claims[stripe][key]
+		switch {
+		case pending && (owner.sender != m.Sender || owner.cmid != m.CMID):
+			err = storage.ErrConflict
+		case pending && claimedEarlier(msgs[:i], claimed[:i], key):
+			// Listed twice in this call: claimed already.
+		default:
+			if err = s.checkStoredLocked(m); err == nil {
+				if s.claims[stripe] == nil {
+					s.claims[stripe] = make(map[seqClaim]*claimOwner)
+				}
+				if !pending {
+					owner = &claimOwner{sender: m.Sender, cmid: m.CMID}
+					s.claims[stripe][key] = owner
+				}
+				owner.n++
+				claimed[i] = true
+			}
+		}
+		s.seqLocks[stripe].Unlock()
+		if err != nil {
+			return claimed, err
+		}
+	}
+	return claimed, nil
+}
+
+func claimedEarlier(msgs []storage.Message, claimed []bool, key seqClaim) bool {
+	for i := range msgs {
+		if claimed[i] && msgs[i].Conv == key.conv && msgs[i].Seq == key.seq {
+			return true
+		}
+	}
+	return false
+}
+
+// checkStoredLocked fails with storage.ErrConflict if m's seq holds another
+// message. The caller holds m's seq stripe lock.
+func (s *Store) checkStoredLocked(m *storage.Message) error {
+	v, closer, err := s.db.Get(appendMessageKey(nil, m.Conv, m.Seq))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("embedded: get: %w", err)
+	}
+	defer closer.Close()
+	old, err := decodeMessage(m.Conv, m.Seq, v)
+	if err != nil {
+		return fmt.Errorf("embedded: message %q/%d: %w", m.Conv, m.Seq, err)
+	}
+	if old.Sender != m.Sender || old.CMID != m.CMID {
+		return storage.ErrConflict
+	}
+	return nil
+}
+
+// release drops the claims registered by claim.
+func (s *Store) release(msgs []storage.Message, claimed []bool) {
+	for i := range msgs {
+		if !claimed[i] {
+			continue
+		}
+		m := &msgs[i]
+		stripe := s.seqStripe(m.Conv, m.Seq)
+		key := seqClaim{m.Conv, m.Seq}
+		s.seqLocks[stripe].Lock()
+		if owner := s.claims[stripe][key]; owner != nil {
+			if owner.n--; owner.n <= 0 {
+				delete(s.claims[stripe], key)
+			}
+		}
+		s.seqLocks[stripe].Unlock()
+	}
 }
 
 // fill finishes a deferred set whose key and value were appended in place.

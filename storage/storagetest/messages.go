@@ -1,6 +1,7 @@
 package storagetest
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -334,6 +335,72 @@ func testConcurrentAppend(t *testing.T, e *env) {
 			if got != s {
 				t.Fatalf("LookupClientID(%q, %q) = %d, want %d", m.Sender, m.CMID, got, s)
 			}
+		}
+	}
+}
+
+// testAppendConflict: a seq holding another message is not overwritten; the
+// whole call fails with ErrConflict and stores nothing.
+func testAppendConflict(t *testing.T, e *env) {
+	conv, other := e.id("c"), e.id("o")
+	e.appendSeqs(t, conv, span(1, 3))
+	taken := msg(conv, 2)
+	taken.CMID = "another-node"
+	free := msg(other, 1)
+	err := e.s.AppendMessages(e.ctx, []storage.Message{free, taken})
+	wantErr(t, err, storage.ErrConflict, "AppendMessages over another message's seq")
+	if got := e.page(t, other, storage.Page{}); len(got) != 0 {
+		t.Fatalf("a failed call stored %d messages of its other conversation", len(got))
+	}
+	_, err = e.s.LookupClientID(e.ctx, conv, taken.Sender, taken.CMID)
+	wantErr(t, err, storage.ErrNotFound, "client id of the refused message")
+	got := e.page(t, conv, storage.Page{After: 1, Limit: 1})
+	if len(got) != 1 || got[0].CMID != msg(conv, 2).CMID {
+		t.Fatalf("seq 2 after a refused overwrite: %+v", got)
+	}
+	// Another sender with the same client id is another message too.
+	bySomeoneElse := msg(conv, 3)
+	bySomeoneElse.Sender = "intruder"
+	wantErr(t, e.s.AppendMessages(e.ctx, []storage.Message{bySomeoneElse}), storage.ErrConflict, "same cmid, other sender")
+	// The next free seq is fine, and so is a retry of a stored message.
+	must(t, e.s.AppendMessages(e.ctx, []storage.Message{msg(conv, 3), msg(conv, 4)}), "retry plus next seq")
+	checkPage(t, "after conflicts", e.page(t, conv, storage.Page{}), conv, span(1, 4))
+}
+
+// testConcurrentClaims: nodes racing for one seq with different messages:
+// exactly one wins, every other gets ErrConflict, and the winner's message
+// is the one stored.
+func testConcurrentClaims(t *testing.T, e *env) {
+	conv := e.id("race")
+	const racers, rounds = 8, 20
+	for seq := uint64(1); seq <= rounds; seq++ {
+		var wg sync.WaitGroup
+		errs := make([]error, racers)
+		for r := range racers {
+			wg.Go(func() {
+				m := msg(conv, seq)
+				m.CMID = fmt.Sprintf("racer-%d-%d", r, seq)
+				errs[r] = e.s.AppendMessages(e.ctx, []storage.Message{m})
+			})
+		}
+		wg.Wait()
+		winner := -1
+		for r, err := range errs {
+			switch {
+			case err == nil && winner >= 0:
+				t.Fatalf("seq %d claimed by racers %d and %d", seq, winner, r)
+			case err == nil:
+				winner = r
+			case !errors.Is(err, storage.ErrConflict):
+				t.Fatalf("racer %d: %v, want ErrConflict", r, err)
+			}
+		}
+		if winner < 0 {
+			t.Fatalf("seq %d: nobody won", seq)
+		}
+		got := e.page(t, conv, storage.Page{After: seq - 1, Limit: 1})
+		if want := fmt.Sprintf("racer-%d-%d", winner, seq); len(got) != 1 || got[0].CMID != want {
+			t.Fatalf("seq %d holds %+v, want the winner's %s", seq, got, want)
 		}
 	}
 }

@@ -60,6 +60,9 @@ var mutants = []mutant{
 	{"AppendLosesConcurrentWrites", "Message/ConcurrentAppend", func(b storage.Store) storage.Store {
 		return &appendLoses{Store: b}
 	}},
+	{"AppendHidesConflicts", "Message/Conflict", func(b storage.Store) storage.Store {
+		return &appendHidesConflicts{Store: b}
+	}},
 	{"CloseForgotten", "Close/ErrClosed", func(b storage.Store) storage.Store {
 		return &closeForgotten{Store: b}
 	}},
@@ -203,6 +206,17 @@ func (s *clientIDAnySender) LookupClientID(ctx context.Context, conv, sender, cm
 		return s.Store.LookupClientID(ctx, conv, "a", cmid)
 	}
 	return seq, err
+}
+
+type appendHidesConflicts struct{ storage.Store }
+
+// AppendMessages reports success when another message holds the seq (a
+// backend with blind writes would make two nodes' messages share a seq).
+func (s *appendHidesConflicts) AppendMessages(ctx context.Context, msgs []storage.Message) error {
+	if err := s.Store.AppendMessages(ctx, msgs); err != nil && !errors.Is(err, storage.ErrConflict) {
+		return err
+	}
+	return nil
 }
 
 type appendLoses struct {

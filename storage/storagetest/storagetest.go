@@ -53,6 +53,8 @@ func Run(t *testing.T, open func(t *testing.T) storage.Store) {
 		{"Message/LastSeq", testLastSeq},
 		{"Message/ClientID", testClientID},
 		{"Message/ConcurrentAppend", testConcurrentAppend},
+		{"Message/Conflict", testAppendConflict},
+		{"Message/ConcurrentClaims", testConcurrentClaims},
 		{"IDs/Unusual", testUnusualIDs},
 		{"Close/ErrClosed", testClose},
 		{"Close/DuringWrites", testCloseDuringWrites},
