@@ -48,6 +48,7 @@ type delivery struct {
 	extra       []string // recipients that are not (or no longer) members
 	key         string   // ephemeral key
 	ts          int64    // publish time (unix ns) for the latency histogram; 0 if none
+	seq         uint64   // the message's seq (durable deliveries), 0 otherwise
 	frame       []byte
 }
 
@@ -70,6 +71,7 @@ func (d *delivery) encode() []byte {
 	}
 	b = appendStr(b, d.key)
 	b = binary.AppendVarint(b, d.ts)
+	b = binary.AppendUvarint(b, d.seq)
 	return append(b, d.frame...)
 }
 
@@ -157,6 +159,7 @@ func decodeDelivery(b []byte) (delivery, error) {
 	}
 	d.key = r.str()
 	d.ts = r.varint()
+	d.seq = r.uvarint()
 	d.frame = r.b
 	return d, r.err
 }
@@ -265,6 +268,9 @@ func (h *Hub) deliverLocal(d *delivery) {
 			}
 		}
 		users = st.members.Load().users
+		// Another node's message moves this node's view of the
+		// conversation's end (its sends start after it; resume sees it).
+		st.raiseLastSeq(d.seq)
 	}
 	if d.ts > 0 {
 		h.m.deliveryLatency.Observe(float64(h.now().UnixNano()-d.ts) / 1e9)

@@ -12,8 +12,12 @@ import (
 )
 
 // convState is the hub's in-memory view of one conversation: its member set
-// and the last assigned sequence number. On one node the hub is the only
-// writer of a conversation, so lastSeq here is authoritative once loaded.
+// and the last sequence number this node knows of. Several nodes may assign
+// seqs of one conversation: the store refuses a seq that another node
+// claimed first (storage.ErrConflict) and Send retries after the stored
+// end, and every node raises lastSeq when another node's message arrives
+// over the bus. Where a stale lastSeq would hide messages (resume, with a
+// shared store) it is refreshed from the store (Hub.lastSeq).
 type convState struct {
 	id string
 
@@ -23,7 +27,7 @@ type convState struct {
 	loaded  bool                 // guarded by mu
 	evicted bool                 // guarded by mu; a new state replaces this one
 	conv    storage.Conversation // guarded by mu
-	lastSeq atomic.Uint64        // written under mu; read anywhere
+	lastSeq atomic.Uint64        // only raised (raiseLastSeq); read anywhere
 
 	// members is replaced (copy-on-write) under mu and read lock-free by
 	// the delivery path.
@@ -198,9 +202,34 @@ func (h *Hub) loadLocked(ctx context.Context, st *convState) error {
 	}
 	st.conv = c
 	st.members.Store(newMemberSet(ms))
-	st.lastSeq.Store(last)
+	st.raiseLastSeq(last)
 	st.loaded = true
 	return nil
+}
+
+// raiseLastSeq moves lastSeq up to seq; it never moves down.
+func (st *convState) raiseLastSeq(seq uint64) {
+	for {
+		cur := st.lastSeq.Load()
+		if seq <= cur || st.lastSeq.CompareAndSwap(cur, seq) {
+			return
+		}
+	}
+}
+
+// lastSeq returns the end of conversation st as far as this node may show
+// it. With a store shared between nodes it asks the store, so a device that
+// resumes here right after another node acked a message sees it even if
+// that node's bus message is still on its way.
+func (h *Hub) lastSeq(ctx context.Context, st *convState) (uint64, error) {
+	if h.cfg.SharedStore {
+		last, err := h.store.LastSeq(ctx, st.id)
+		if err != nil {
+			return 0, h.storageErr("last_seq", err)
+		}
+		st.raiseLastSeq(last)
+	}
+	return st.lastSeq.Load(), nil
 }
 
 // invalidate reloads the member set of a cached conversation (after a

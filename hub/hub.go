@@ -81,6 +81,11 @@ type Config struct {
 	MaxGroupMembers int
 	// MaxCachedConvs bounds the conversation cache; 0 means 100,000.
 	MaxCachedConvs int
+	// SharedStore says other nodes write Store too (a cluster): the hub
+	// then reads a conversation's end from the store where a stale cached
+	// one would hide messages. False (one node) trusts the cache, which
+	// only this node moves.
+	SharedStore bool
 	// Metrics receives the hub's measurements. Nil disables them.
 	Metrics *Metrics
 }

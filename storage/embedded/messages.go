@@ -19,11 +19,13 @@ import (
 // Concurrent calls share syncs: pebble's commit pipeline queues every batch
 // that arrives while a sync is running and covers them all with the next one.
 //
-// Each message claims its (conv, seq): under the seq's stripe lock the
-// stored message (one point read) and the claims of calls still committing
-// are checked, and the claim is registered; the lock is not held across the
-// sync, so group commit is kept. A seq held by another message (another
-// sender or client id) fails the whole call with storage.ErrConflict.
+// Each message claims its (conv, seq) and its client id: under a stripe
+// lock the stored value (one point read each) and the claims of calls still
+// committing are checked, and the claim is registered; the lock is not held
+// across the sync, so group commit is kept. A seq held by another message,
+// or a client id stored at another seq, fails the whole call with
+// storage.ErrConflict: two nodes never give one seq to two messages, nor
+// one client message two seqs.
 func (s *Store) AppendMessages(ctx context.Context, msgs []storage.Message) error {
 	if err := s.enter(ctx); err != nil {
 		return err
@@ -63,25 +65,40 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []storage.Message) erro
 	return s.commit(b)
 }
 
-// seqClaim is a (conv, seq) being stored by a call that has not returned.
-type seqClaim struct {
-	conv string
-	seq  uint64
+// claimKey is what a call that has not returned is storing: a message's
+// (conv, seq), or its client id (conv, sender, cmid) with seq 0.
+type claimKey struct {
+	conv, sender, cmid string
+	seq                uint64
 }
 
-// claimOwner identifies the message a claim is for: a retry of the same
-// message (same sender and client id) may claim it again.
+// claimOwner identifies who holds a claim: for a seq, the message (sender
+// and client id); for a client id, the seq. A retry of the same message may
+// claim again; n counts the calls holding the claim.
 type claimOwner struct {
 	sender, cmid string
-	n            int // concurrent claims by calls storing this same message
+	seq          uint64
+	n            int
 }
 
-func (s *Store) seqStripe(conv string, seq uint64) int {
-	return int((maphash.String(s.seed, conv) + seq) % uint64(len(s.seqLocks)))
+// claimsOf returns m's claim keys and the owner each must have.
+func claimsOf(m *storage.Message) []claimKey {
+	keys := []claimKey{{conv: m.Conv, seq: m.Seq}}
+	if m.CMID != "" {
+		keys = append(keys, claimKey{conv: m.Conv, sender: m.Sender, cmid: m.CMID})
+	}
+	return keys
 }
 
-// claim registers msgs' seqs, or fails with storage.ErrConflict and
-// registers none. claimed[i] reports whether msgs[i]'s claim is registered
+func (s *Store) claimStripe(k claimKey) int {
+	h := maphash.String(s.seed, k.conv) + k.seq + maphash.String(s.seed, k.cmid)
+	return int(h % uint64(len(s.seqLocks)))
+}
+
+// claim registers msgs' seqs and client ids, or fails with
+// storage.ErrConflict and registers none: a seq that holds (or is being
+// given) another message, or a client id stored (or being stored) at
+// another seq. claimed[i] reports whether msgs[i]'s claims are registered
 // (a message listed twice in one call is claimed once).
 func (s *Store) claim(msgs []storage.Message) (claimed []bool, err error) {
 	claimed = make([]bool, len(msgs))
@@ -93,49 +110,64 @@ func (s *Store) claim(msgs []storage.Message) (claimed []bool, err error) {
 	}()
 	for i := range msgs {
 		m := &msgs[i]
-		stripe := s.seqStripe(m.Conv, m.Seq)
-		key := seqClaim{m.Conv, m.Seq}
-		s.seqLocks[stripe].Lock()
-		owner, pending := s.claims[stripe][key]
-		switch {
-		case pending && (owner.sender != m.Sender || owner.cmid != m.CMID):
-			err = storage.ErrConflict
-		case pending && claimedEarlier(msgs[:i], claimed[:i], key):
-			// Listed twice in this call: claimed already.
-		default:
-			if err = s.checkStoredLocked(m); err == nil {
-				if s.claims[stripe] == nil {
-					s.claims[stripe] = make(map[seqClaim]*claimOwner)
-				}
-				if !pending {
-					owner = &claimOwner{sender: m.Sender, cmid: m.CMID}
-					s.claims[stripe][key] = owner
+		if claimedEarlier(msgs[:i], claimed[:i], m) {
+			continue
+		}
+		keys := claimsOf(m)
+		for j, k := range keys {
+			stripe := s.claimStripe(k)
+			s.seqLocks[stripe].Lock()
+			owner := s.claims[stripe][k]
+			if owner != nil && !owner.is(m, k) {
+				err = storage.ErrConflict
+			} else if err = s.checkStoredLocked(m, k); err == nil {
+				if owner == nil {
+					if s.claims[stripe] == nil {
+						s.claims[stripe] = make(map[claimKey]*claimOwner)
+					}
+					owner = &claimOwner{sender: m.Sender, cmid: m.CMID, seq: m.Seq}
+					s.claims[stripe][k] = owner
 				}
 				owner.n++
-				claimed[i] = true
+			}
+			s.seqLocks[stripe].Unlock()
+			if err != nil {
+				s.releaseKeys(keys[:j])
+				return claimed, err
 			}
 		}
-		s.seqLocks[stripe].Unlock()
-		if err != nil {
-			return claimed, err
-		}
+		claimed[i] = true
 	}
 	return claimed, nil
 }
 
-func claimedEarlier(msgs []storage.Message, claimed []bool, key seqClaim) bool {
+// is reports whether the claim on k is held for m.
+func (o *claimOwner) is(m *storage.Message, k claimKey) bool {
+	if k.cmid != "" {
+		return o.seq == m.Seq
+	}
+	return o.sender == m.Sender && o.cmid == m.CMID
+}
+
+func claimedEarlier(msgs []storage.Message, claimed []bool, m *storage.Message) bool {
 	for i := range msgs {
-		if claimed[i] && msgs[i].Conv == key.conv && msgs[i].Seq == key.seq {
+		if claimed[i] && msgs[i].Conv == m.Conv && msgs[i].Seq == m.Seq && msgs[i].Sender == m.Sender && msgs[i].CMID == m.CMID {
 			return true
 		}
 	}
 	return false
 }
 
-// checkStoredLocked fails with storage.ErrConflict if m's seq holds another
-// message. The caller holds m's seq stripe lock.
-func (s *Store) checkStoredLocked(m *storage.Message) error {
-	v, closer, err := s.db.Get(appendMessageKey(nil, m.Conv, m.Seq))
+// checkStoredLocked fails with storage.ErrConflict if what is stored under
+// k belongs to another message than m. The caller holds k's stripe lock.
+func (s *Store) checkStoredLocked(m *storage.Message, k claimKey) error {
+	var dbKey []byte
+	if k.cmid != "" {
+		dbKey = appendClientIDKey(nil, m.Conv, m.Sender, m.CMID)
+	} else {
+		dbKey = appendMessageKey(nil, m.Conv, m.Seq)
+	}
+	v, closer, err := s.db.Get(dbKey)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil
 	}
@@ -143,6 +175,15 @@ func (s *Store) checkStoredLocked(m *storage.Message) error {
 		return fmt.Errorf("embedded: get: %w", err)
 	}
 	defer closer.Close()
+	if k.cmid != "" {
+		if len(v) != 8 {
+			return fmt.Errorf("embedded: client id %q/%q/%q: %w", m.Conv, m.Sender, m.CMID, errBadValue)
+		}
+		if binary.BigEndian.Uint64(v) != m.Seq {
+			return storage.ErrConflict
+		}
+		return nil
+	}
 	old, err := decodeMessage(m.Conv, m.Seq, v)
 	if err != nil {
 		return fmt.Errorf("embedded: message %q/%d: %w", m.Conv, m.Seq, err)
@@ -156,16 +197,19 @@ func (s *Store) checkStoredLocked(m *storage.Message) error {
 // release drops the claims registered by claim.
 func (s *Store) release(msgs []storage.Message, claimed []bool) {
 	for i := range msgs {
-		if !claimed[i] {
-			continue
+		if claimed[i] {
+			s.releaseKeys(claimsOf(&msgs[i]))
 		}
-		m := &msgs[i]
-		stripe := s.seqStripe(m.Conv, m.Seq)
-		key := seqClaim{m.Conv, m.Seq}
+	}
+}
+
+func (s *Store) releaseKeys(keys []claimKey) {
+	for _, k := range keys {
+		stripe := s.claimStripe(k)
 		s.seqLocks[stripe].Lock()
-		if owner := s.claims[stripe][key]; owner != nil {
+		if owner := s.claims[stripe][k]; owner != nil {
 			if owner.n--; owner.n <= 0 {
-				delete(s.claims[stripe], key)
+				delete(s.claims[stripe], k)
 			}
 		}
 		s.seqLocks[stripe].Unlock()

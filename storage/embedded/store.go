@@ -85,13 +85,14 @@ type Store struct {
 	// Keys hash to a stripe with seed. Lock order: closeMu (read), then
 	// convLocks, then memberLocks in ascending stripe index.
 	// Appending messages takes none of them: it claims each (conv, seq)
+	// and client id
 	// in claims under seqLocks (see AppendMessages), held only around the
 	// check, never across the sync.
 	seed        maphash.Seed // static after Open
 	convLocks   [64]sync.Mutex
 	memberLocks [256]sync.Mutex
 	seqLocks    [64]sync.Mutex
-	claims      [64]map[seqClaim]*claimOwner // claims[i] guarded by seqLocks[i]
+	claims      [64]map[claimKey]*claimOwner // claims[i] guarded by seqLocks[i]
 }
 
 var _ storage.Store = (*Store)(nil)

@@ -362,6 +362,11 @@ func testAppendConflict(t *testing.T, e *env) {
 	bySomeoneElse := msg(conv, 3)
 	bySomeoneElse.Sender = "intruder"
 	wantErr(t, e.s.AppendMessages(e.ctx, []storage.Message{bySomeoneElse}), storage.ErrConflict, "same cmid, other sender")
+	// One client message never gets two seqs (a retry on another node
+	// while the first write was in flight).
+	again := msg(conv, 2)
+	again.Seq = 4
+	wantErr(t, e.s.AppendMessages(e.ctx, []storage.Message{again}), storage.ErrConflict, "stored client id at a new seq")
 	// The next free seq is fine, and so is a retry of a stored message.
 	must(t, e.s.AppendMessages(e.ctx, []storage.Message{msg(conv, 3), msg(conv, 4)}), "retry plus next seq")
 	checkPage(t, "after conflicts", e.page(t, conv, storage.Page{}), conv, span(1, 4))
