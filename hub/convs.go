@@ -358,7 +358,11 @@ func (h *Hub) Conversation(ctx context.Context, a Actor, conv string) (protocol.
 	st.mu.Lock()
 	c := st.conv
 	st.mu.Unlock()
-	pc := h.describe(c, st.members.Load(), a.User, st.lastSeq.Load(), false)
+	last, err := h.lastSeq(ctx, st)
+	if err != nil {
+		return protocol.Conversation{}, err
+	}
+	pc := h.describe(c, st.members.Load(), a.User, last, false)
 	ms, err := h.store.Members(ctx, conv)
 	if err != nil {
 		return pc, h.storageErr("members", err)
@@ -436,7 +440,10 @@ func (h *Hub) Conversations(ctx context.Context, user string) ([]protocol.Conver
 		st.mu.Lock()
 		c := st.conv
 		st.mu.Unlock()
-		last := st.lastSeq.Load()
+		last, err := h.lastSeq(ctx, st)
+		if err != nil {
+			return nil, err
+		}
 		pc := h.describe(c, st.members.Load(), user, last, false)
 		cs, err := h.convState(ctx, id, user, last)
 		if err != nil {

@@ -7,6 +7,7 @@ type Metrics struct {
 	sessions        prometheus.Gauge
 	sent            prometheus.Counter
 	duplicates      prometheus.Counter
+	seqConflicts    prometheus.Counter
 	delivered       prometheus.Counter
 	syncs           prometheus.Counter
 	receipts        *prometheus.CounterVec
@@ -32,6 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		sessions:       prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_hub_sessions", Help: "Sessions registered with the hub on this node."}),
 		sent:           prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_sent_total", Help: "Messages durably stored and acked."}),
 		duplicates:     prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_duplicate_total", Help: "Sends answered from the idempotency index."}),
+		seqConflicts:   prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_seq_conflicts_total", Help: "Sends retried because another node took the conversation's next seq first."}),
 		delivered:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_delivered_total", Help: "Durable frames queued to local sessions."}),
 		syncs:          prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_syncs_total", Help: "Sync (resume) requests answered."}),
 		receipts:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "parley_receipts_total", Help: "Receipts by kind."}, []string{"kind"}),
@@ -48,7 +50,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "From publish on the sending node to queueing on the recipient's node.", Buckets: latencyBuckets}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.sent, m.duplicates, m.delivered, m.syncs, m.receipts, m.convOps,
+		reg.MustRegister(m.sessions, m.sent, m.duplicates, m.seqConflicts, m.delivered, m.syncs, m.receipts, m.convOps,
 			m.topicSubs, m.topicPublishes, m.topicEvents, m.topicCoalesced, m.busErrors, m.storageErrors,
 			m.storageLatency, m.sendLatency, m.deliveryLatency)
 	}

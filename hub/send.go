@@ -81,21 +81,14 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 	}
 	// System messages have no sender: their idempotency scope is the empty
 	// sender, which no user id can be.
-	if seq, err := h.store.LookupClientID(ctx, conv, sender, req.CMID); err == nil {
-		ack := protocol.Ack{Conv: conv, Seq: seq, CMID: req.CMID, Duplicate: true}
-		if ms, err := h.store.Messages(ctx, conv, storage.Page{After: seq - 1, Limit: 1}); err == nil && len(ms) == 1 {
-			ack.TS = ms[0].Time
-		}
-		h.m.duplicates.Inc()
+	if ack, ok, err := h.storedAck(ctx, conv, sender, req.CMID); err != nil {
+		return protocol.Ack{}, err
+	} else if ok {
 		return ack, nil
-	} else if !errors.Is(err, storage.ErrNotFound) {
-		return protocol.Ack{}, h.storageErr("lookup_client_id", err)
 	}
 
-	seq := st.lastSeq.Load() + 1
 	m := storage.Message{
 		Conv:   conv,
-		Seq:    seq,
 		Sender: sender,
 		Device: a.Device,
 		CMID:   req.CMID,
@@ -108,22 +101,66 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 		m.Kind = storage.MessageSystem
 		m.Device = ""
 	}
-	t0 := time.Now()
-	err = h.store.AppendMessages(ctx, []storage.Message{m})
-	h.m.storageLatency.WithLabelValues("append").Observe(time.Since(t0).Seconds())
-	if err != nil {
-		return protocol.Ack{}, h.storageErr("append", err)
+	for attempt := 1; ; attempt++ {
+		m.Seq = st.lastSeq.Load() + 1
+		t0 := time.Now()
+		err = h.store.AppendMessages(ctx, []storage.Message{m})
+		h.m.storageLatency.WithLabelValues("append").Observe(time.Since(t0).Seconds())
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, storage.ErrConflict) || attempt == maxSeqAttempts {
+			return protocol.Ack{}, h.storageErr("append", err)
+		}
+		// Another node took this seq, or is storing this very client
+		// message: it may have been stored meanwhile.
+		h.m.seqConflicts.Inc()
+		if ack, ok, err := h.storedAck(ctx, conv, sender, req.CMID); err != nil {
+			return protocol.Ack{}, err
+		} else if ok {
+			return ack, nil
+		}
+		last, err := h.store.LastSeq(ctx, conv)
+		if err != nil {
+			return protocol.Ack{}, h.storageErr("last_seq", err)
+		}
+		// The seq may still be in another node's commit, not yet
+		// readable: it is taken either way.
+		st.raiseLastSeq(max(last, m.Seq))
 	}
-	st.lastSeq.Store(seq)
+	seq := m.Seq
+	st.raiseLastSeq(seq)
 
 	// Publish while still holding st.mu: messages of one conversation leave
 	// this node in seq order.
 	pm := toProto(&m)
 	frame := protocol.AppendMessage(make([]byte, 0, 128+len(m.Body)+len(m.Meta)), &pm)
-	h.publish(&delivery{conv: conv, exclude: a.Session, ts: h.now().UnixNano(), frame: frame})
+	h.publish(&delivery{conv: conv, exclude: a.Session, ts: h.now().UnixNano(), seq: seq, frame: frame})
 	h.m.sent.Inc()
 	h.m.sendLatency.Observe(h.now().Sub(start).Seconds())
 	return protocol.Ack{Conv: conv, Seq: seq, CMID: req.CMID, TS: m.Time}, nil
+}
+
+// maxSeqAttempts bounds Send's tries when other nodes keep taking the next
+// seq of a conversation first.
+const maxSeqAttempts = 16
+
+// storedAck returns the original ack of a client message stored already
+// (ok false if there is none).
+func (h *Hub) storedAck(ctx context.Context, conv, sender, cmid string) (protocol.Ack, bool, error) {
+	seq, err := h.store.LookupClientID(ctx, conv, sender, cmid)
+	if errors.Is(err, storage.ErrNotFound) {
+		return protocol.Ack{}, false, nil
+	}
+	if err != nil {
+		return protocol.Ack{}, false, h.storageErr("lookup_client_id", err)
+	}
+	ack := protocol.Ack{Conv: conv, Seq: seq, CMID: cmid, Duplicate: true}
+	if ms, err := h.store.Messages(ctx, conv, storage.Page{After: seq - 1, Limit: 1}); err == nil && len(ms) == 1 {
+		ack.TS = ms[0].Time
+	}
+	h.m.duplicates.Inc()
+	return ack, true, nil
 }
 
 // ensureDirect finds or creates the 1:1 conversation of a and b.
@@ -209,7 +246,11 @@ func (h *Hub) History(ctx context.Context, a Actor, conv string, p storage.Page)
 	if err != nil {
 		return nil, false, h.storageErr("messages", err)
 	}
-	ms = durableOnly(ms, st.lastSeq.Load())
+	last, err := h.lastSeq(ctx, st)
+	if err != nil {
+		return nil, false, err
+	}
+	ms = durableOnly(ms, last)
 	full := len(ms)
 	if p.After > 0 {
 		ms = withinBytes(ms, maxReplyBytes)
@@ -225,7 +266,7 @@ func (h *Hub) History(ctx context.Context, a Actor, conv string, p storage.Page)
 	}
 	var more bool
 	if p.After > 0 {
-		more = len(ms) > 0 && (len(ms) < full || ms[len(ms)-1].Seq < st.lastSeq.Load())
+		more = len(ms) > 0 && (len(ms) < full || ms[len(ms)-1].Seq < last)
 	} else {
 		more = len(ms) > 0 && ms[0].Seq > 1
 	}
@@ -292,7 +333,10 @@ func (h *Hub) Sync(ctx context.Context, a Actor, since map[string]uint64, limit 
 		if err != nil {
 			continue // deleted or unreadable conversation: skip
 		}
-		last := st.lastSeq.Load()
+		last, err := h.lastSeq(ctx, st)
+		if err != nil {
+			return protocol.Synced{}, err
+		}
 		after, listed := since[id]
 		if listed && last <= after {
 			continue
@@ -351,7 +395,11 @@ func (h *Hub) ResumeState(ctx context.Context, user string) (*protocol.Resume, e
 		if err != nil {
 			continue
 		}
-		cs, err := h.convState(ctx, id, user, st.lastSeq.Load())
+		last, err := h.lastSeq(ctx, st)
+		if err != nil {
+			return nil, err
+		}
+		cs, err := h.convState(ctx, id, user, last)
 		if err != nil {
 			return nil, err
 		}
@@ -372,7 +420,11 @@ func (h *Hub) Receipt(ctx context.Context, a Actor, conv, kind string, seq uint6
 	if err != nil {
 		return err
 	}
-	if seq == 0 || seq > st.lastSeq.Load() {
+	last, err := h.lastSeq(ctx, st)
+	if err != nil {
+		return err
+	}
+	if seq == 0 || seq > last {
 		return errInvalid("seq %d is not a message of %s", seq, conv)
 	}
 	raised, err := h.store.SetWatermark(ctx, conv, a.User, rk, seq)

@@ -160,6 +160,7 @@ func Start(cfg Config) (n *Node, err error) {
 		NATS:             n.nc,
 		Logger:           log,
 		PresenceCoalesce: cfg.PresenceCoalesce,
+		SharedStore:      !n.ownStore,
 		Metrics:          hub.NewMetrics(reg),
 	})
 	if err != nil {
