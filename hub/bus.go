@@ -3,14 +3,12 @@ package hub
 import (
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime/debug"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/parley-im/parley/presence"
 )
 
 // NATS subjects. Conversation traffic goes out once per event on one
@@ -27,9 +25,10 @@ const (
 
 // Broadcast kinds (first byte of a parley.bcast payload).
 const (
-	kindDeliver  byte = 1
-	kindMembers  byte = 2
-	kindPresence byte = 3
+	kindDeliver   byte = 1
+	kindMembers   byte = 2
+	kindPresence  byte = 3
+	kindHeartbeat byte = 4
 )
 
 // Deliver flags.
@@ -184,22 +183,6 @@ func (h *Hub) publishMembersChanged(conv string) {
 	}
 }
 
-// publishPresence is the tracker's OnChange: presence changes go through
-// NATS so that watchers on every node see them.
-func (h *Hub) publishPresence(c presence.Change) {
-	js, err := json.Marshal(c.Status)
-	if err != nil {
-		return
-	}
-	b := make([]byte, 0, 9+len(js))
-	b = append(b, kindPresence)
-	b = binary.BigEndian.AppendUint64(b, h.nodeID)
-	b = append(b, js...)
-	if err := h.nc.Publish(subjBroadcast, b); err != nil {
-		h.m.busErrors.Inc()
-	}
-}
-
 // onBroadcast runs on the subscription's goroutine, one message at a time.
 func (h *Hub) onBroadcast(msg *nats.Msg) {
 	defer h.recoverHandler("broadcast")
@@ -230,13 +213,14 @@ func (h *Hub) onBroadcast(msg *nats.Msg) {
 			h.invalidate(ctx, conv)
 			cancel()
 		}
-	case kindPresence:
-		var st presence.Status
-		if err := json.Unmarshal(b[9:], &st); err != nil {
-			h.m.busErrors.Inc()
-			return
+	case kindPresence, kindHeartbeat:
+		r := reader{b: b[1:]}
+		origin := r.u64()
+		if b[0] == kindPresence {
+			h.onPresence(origin, &r)
+		} else {
+			h.onHeartbeat(origin, &r)
 		}
-		h.watchers.Notify(st)
 	default:
 		h.m.busErrors.Inc()
 	}

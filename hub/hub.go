@@ -81,6 +81,16 @@ type Config struct {
 	MaxGroupMembers int
 	// MaxCachedConvs bounds the conversation cache; 0 means 100,000.
 	MaxCachedConvs int
+	// Advertise is the address clients reach this node at, announced in
+	// heartbeats (Nodes lists it).
+	Advertise string
+	// HeartbeatInterval is how often the node announces itself to the
+	// cluster; 0 means DefaultHeartbeatInterval.
+	HeartbeatInterval time.Duration
+	// NodeTimeout is how long a node may stay silent before the others
+	// declare it dead and take its users offline; 0 means
+	// DefaultNodeTimeout. It must exceed HeartbeatInterval.
+	NodeTimeout time.Duration
 	// SharedStore says other nodes write Store too (a cluster): the hub
 	// then reads a conversation's end from the store where a stale cached
 	// one would hide messages. False (one node) trusts the cache, which
@@ -108,6 +118,8 @@ type Hub struct {
 	topics   topicMap
 
 	tracker      *presence.Tracker
+	view         *presence.View // cluster-wide presence (cluster.go)
+	cl           cluster
 	watchers     *presence.Watchers
 	lastPresence atomic.Pointer[encodedPresence] // see EncodedPresence
 
@@ -151,6 +163,15 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = DefaultHeartbeatInterval
+	}
+	if cfg.NodeTimeout <= 0 {
+		cfg.NodeTimeout = DefaultNodeTimeout
+	}
+	if cfg.NodeTimeout <= cfg.HeartbeatInterval {
+		return nil, fmt.Errorf("hub: NodeTimeout %v must exceed HeartbeatInterval %v", cfg.NodeTimeout, cfg.HeartbeatInterval)
+	}
 	h := &Hub{
 		cfg:   cfg,
 		node:  cfg.Node,
@@ -165,6 +186,7 @@ func New(cfg Config) (*Hub, error) {
 	h.convs.init(cfg.MaxCachedConvs)
 	h.topics.init()
 	h.watchers = presence.NewWatchers(cfg.MaxWatches)
+	h.view = presence.NewView(cfg.Now)
 	h.tracker = presence.New(presence.Config{
 		Now:      cfg.Now,
 		Coalesce: cfg.PresenceCoalesce,
@@ -191,6 +213,9 @@ func (h *Hub) Start() error {
 	h.mu.Lock()
 	h.subs = append(h.subs, sub)
 	h.mu.Unlock()
+	if err := h.startCluster(); err != nil {
+		return err
+	}
 	return h.nc.Flush()
 }
 
@@ -210,6 +235,7 @@ func (h *Hub) Close() {
 	for _, s := range subs {
 		_ = s.Unsubscribe()
 	}
+	h.stopCluster()
 	h.topics.closeAll()
 }
 

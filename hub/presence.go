@@ -21,13 +21,14 @@ func (h *Hub) Watch(ctx context.Context, s Session, users []string) ([]protocol.
 	if _, err := h.watchers.Watch(s, users); err != nil {
 		return nil, protocol.Errorf(protocol.CodeLimit, "%v", err)
 	}
-	// The published state, not the live one: the changes the watcher gets
-	// from now on are relative to it, and a flap coalesced away publishes
-	// none, so starting from a live state caught mid-flap would leave the
-	// watcher wrong for good.
+	// The cluster-wide published state, not a live one: the changes the
+	// watcher gets from now on are relative to it (a flap coalesced away
+	// publishes none, so starting from a live state caught mid-flap would
+	// leave the watcher wrong for good). The epochs let the client drop a
+	// change that overtook this reply.
 	out := make([]protocol.Presence, 0, len(users))
 	for _, u := range users {
-		out = append(out, presenceFrame(h.tracker.Published(u)))
+		out = append(out, presenceFrame(h.view.Status(u)))
 	}
 	return out, nil
 }
@@ -45,14 +46,14 @@ func (h *Hub) Presence(users []string) ([]protocol.Presence, error) {
 	}
 	out := make([]protocol.Presence, 0, len(users))
 	for _, u := range users {
-		out = append(out, presenceFrame(h.tracker.Status(u)))
+		out = append(out, presenceFrame(h.view.Status(u)))
 	}
 	return out, nil
 }
 
 // presenceFrame converts a presence status to its frame.
 func presenceFrame(st presence.Status) protocol.Presence {
-	p := protocol.Presence{Type: protocol.TypePresence, User: st.User, Online: st.Online, Devices: st.Devices}
+	p := protocol.Presence{Type: protocol.TypePresence, User: st.User, Online: st.Online, Devices: st.Devices, Epoch: st.Epoch}
 	if !st.LastSeen.IsZero() {
 		p.LastSeen = st.LastSeen.UnixMilli()
 	}

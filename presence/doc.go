@@ -17,6 +17,8 @@
 // The package must not know about networking, NATS, sockets, the wire
 // protocol or storage: the hub feeds it events and publishes what it emits.
 // It keeps no global mutable state; time comes from an injected clock. A
-// Tracker only knows the sessions of its own node: merging the views of
-// several nodes, and expiring the entries of a crashed node, is the hub's job.
+// Tracker only knows the sessions of its own node. View merges what every
+// node published into cluster-wide state, ordered per node so that stale
+// changes never win; carrying the changes between nodes and declaring a
+// node dead (heartbeats over NATS) is the hub's job.
 package presence

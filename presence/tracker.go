@@ -340,6 +340,22 @@ func (t *Tracker) Published(user string) Status {
 	return st
 }
 
+// PublishedOnline calls fn with the published Status of every user whose
+// published state is online (a snapshot for another node's View). It holds
+// one shard lock at a time while calling fn, so fn must not call the Tracker.
+func (t *Tracker) PublishedOnline(fn func(Status)) {
+	for i := range t.shards {
+		sh := &t.shards[i]
+		sh.mu.Lock()
+		for _, u := range sh.users {
+			if u.pubOnline {
+				fn(Status{User: u.user, Online: true, Devices: slices.Clone(u.pubDevices), Epoch: u.epoch})
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
 // transitionLocked records that u's online flag or device set changed at now:
 // it bumps the epoch and queues u for the publish pass.
 func (t *Tracker) transitionLocked(sh *trackerShard, u *userState, now time.Time) {

@@ -207,6 +207,11 @@ type Presence struct {
 	Online   bool     `json:"online"`
 	Devices  []string `json:"devices,omitempty"`
 	LastSeen int64    `json:"last_seen,omitempty"` // unix ms
+	// Epoch orders a user's presence frames on this connection: a frame
+	// whose epoch is not above the last one applied for the user is stale
+	// (a change that overtook the watch reply). Absent when zero (a user
+	// never seen).
+	Epoch uint64 `json:"epoch,omitempty"`
 }
 
 // MemberChange tells members (and the removed user) that membership changed.
