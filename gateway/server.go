@@ -31,10 +31,11 @@ type Server struct {
 	users *keyedLimits // per-user connections and frame bucket
 	ips   *keyedLimits // per-IP connect bucket
 
-	nextID   atomic.Uint64 // session ids: start at boot time in ns
-	draining atomic.Bool
-	conns    connSet
-	wg       sync.WaitGroup // read loops, closers and the sweeper
+	nextID    atomic.Uint64 // session ids: start at boot time in ns
+	draining  atomic.Bool
+	resyncing atomic.Bool // a Resync is running
+	conns     connSet
+	wg        sync.WaitGroup // read loops, closers and the sweeper
 
 	stop     chan struct{} // closed by Close
 	stopOnce sync.Once
@@ -243,7 +244,7 @@ func (s *Server) upgrade(w upgradeWriter, r *http.Request, ip string) {
 	if s.draining.Load() {
 		// Drain began while this session was being set up and may have
 		// missed it.
-		sess.closeAfterFlush(byeFrame(s.cfg.DrainJitter), protocol.CloseShutdown, "server shutdown")
+		sess.closeAfterFlush(byeFrame("shutdown", s.cfg.DrainJitter), protocol.CloseShutdown, "server shutdown")
 	}
 	s.m.connectsOK.Inc()
 	s.m.connected.Inc()
@@ -324,13 +325,47 @@ func tokenExpired(exp int64, now time.Time) bool {
 func (s *Server) Drain(ctx context.Context) error {
 	s.draining.Store(true)
 	s.log.Info("draining", "connections", s.conns.len())
+	return s.cycle(ctx, s.conns.snapshot(), "shutdown", protocol.CloseShutdown, "server shutdown", true)
+}
+
+// Resync makes every connected client reconnect and sync, in batches with
+// jittered delays, without draining: the node's NATS link dropped
+// deliveries (a slow consumer), so any session here may have missed
+// messages, and resume is what recovers them. One Resync runs at a time;
+// a call while one runs returns at once.
+func (s *Server) Resync() {
+	if !s.resyncing.CompareAndSwap(false, true) || s.draining.Load() {
+		return
+	}
 	all := s.conns.snapshot()
+	s.log.Warn("bus dropped deliveries: clients reconnect to resync", "connections", len(all))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		defer s.resyncing.Store(false)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-s.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		_ = s.cycle(ctx, all, "resync", protocol.CloseSlowConsumer, "bus overflow: reconnect and sync", false)
+	}()
+}
+
+// cycle tells sessions to leave, DrainBatch per DrainInterval, each with a
+// bye carrying a jittered reconnect delay. With wait it then waits until
+// every connection is gone; ctx ending cuts the rest.
+func (s *Server) cycle(ctx context.Context, all []*session, why string, code int, reason string, wait bool) error {
 	t := time.NewTicker(s.cfg.DrainInterval)
 	defer t.Stop()
 	for len(all) > 0 {
 		n := min(s.cfg.DrainBatch, len(all))
 		for _, sess := range all[:n] {
-			sess.closeAfterFlush(byeFrame(s.cfg.DrainJitter), protocol.CloseShutdown, "server shutdown")
+			sess.closeAfterFlush(byeFrame(why, s.cfg.DrainJitter), code, reason)
 		}
 		all = all[n:]
 		if len(all) == 0 {
@@ -339,11 +374,13 @@ func (s *Server) Drain(ctx context.Context) error {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
-			s.cutAll()
+			if wait {
+				s.cutAll()
+			}
 			return ctx.Err()
 		}
 	}
-	for s.conns.len() > 0 {
+	for wait && s.conns.len() > 0 {
 		select {
 		case <-t.C:
 		case <-ctx.Done():
@@ -356,9 +393,9 @@ func (s *Server) Drain(ctx context.Context) error {
 
 // byeFrame tells a client to reconnect after a random delay within jitter,
 // so that a drained node's clients do not all arrive elsewhere at once.
-func byeFrame(jitter time.Duration) []byte {
+func byeFrame(reason string, jitter time.Duration) []byte {
 	delay := rand.Int64N(int64(jitter)/1e6 + 1)
-	return protocol.Marshal(protocol.Bye{Type: protocol.TypeBye, Reason: "shutdown", ReconnectAfterMS: delay})
+	return protocol.Marshal(protocol.Bye{Type: protocol.TypeBye, Reason: reason, ReconnectAfterMS: delay})
 }
 
 func (s *Server) cutAll() {

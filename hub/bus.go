@@ -19,9 +19,15 @@ import (
 // subscribers. Broadcast kinds share one subject so that a node sees one
 // origin's membership changes and messages in the order they were published.
 const (
-	subjBroadcast   = "parley.bcast"
+	subjBroadcast   = SubjectBroadcast
 	subjTopicPrefix = "parley.topic."
 )
+
+// SubjectBroadcast is the subject every node's conversation deliveries,
+// membership changes, presence and heartbeats travel on. A slow-consumer
+// drop on it means local sessions may have missed deliveries: the node
+// makes them resync (gateway.Server.Resync).
+const SubjectBroadcast = "parley.bcast"
 
 // Broadcast kinds (first byte of a parley.bcast payload).
 const (

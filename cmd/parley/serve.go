@@ -23,6 +23,7 @@ type serveFlags struct {
 	natsCreds                          string
 	natsTLSCA, natsTLSCert, natsTLSKey string
 	advertise                          string
+	nodeHeartbeat, nodeTimeout         time.Duration
 	publicKeys, jwksURL                string
 	issuer, audience                   string
 	leeway                             time.Duration
@@ -68,6 +69,8 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.natsTLSCert, "nats-tls-cert", "", "PEM client certificate for NATS mutual TLS (with --nats-tls-key)")
 	fs.StringVar(&f.natsTLSKey, "nats-tls-key", "", "PEM private key of --nats-tls-cert")
 	fs.StringVar(&f.advertise, "advertise", "", "address clients can reach this node at, announced to the cluster (default: --listen)")
+	fs.DurationVar(&f.nodeHeartbeat, "node-heartbeat", 2*time.Second, "how often this node announces itself to the cluster over NATS")
+	fs.DurationVar(&f.nodeTimeout, "node-timeout", 6*time.Second, "a node silent this long is declared dead and its users go offline everywhere (bound: this + half a heartbeat)")
 	fs.StringVar(&f.natsListen, "nats-listen", "", "with in-process NATS, also listen for NATS clients here (e.g. 127.0.0.1:4222); empty: in-process only")
 	fs.StringVar(&f.publicKeys, "jwt-public-keys", "", "comma-separated PEM files of RS256/ES256/EdDSA public keys (production mode)")
 	fs.StringVar(&f.jwksURL, "jwks-url", "", "JWKS URL of the token issuer (production mode)")
@@ -127,6 +130,8 @@ func (f serveFlags) config(log *slog.Logger) node.Config {
 		NATSTLSCert:      f.natsTLSCert,
 		NATSTLSKey:       f.natsTLSKey,
 		Advertise:        f.advertise,
+		NodeHeartbeat:    f.nodeHeartbeat,
+		NodeTimeout:      f.nodeTimeout,
 		PublicKeyFiles:   splitList(f.publicKeys),
 		JWKSURL:          f.jwksURL,
 		Issuer:           f.issuer,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -55,7 +56,23 @@ func startCluster(tb testing.TB, n int) []*natsserver.Server {
 		}
 		return true
 	}, "cluster routes")
+	for _, s := range servers {
+		baseSubs.Store(s, s.GlobalAccount().TotalSubs())
+	}
 	return servers
+}
+
+// baseSubs maps each server from startCluster to the subscriptions its
+// global account holds before any client subscribes (the server's own
+// internal ones), so that waits can count only the test's subscriptions.
+var baseSubs sync.Map // *natsserver.Server -> int
+
+// clientSubs is how many subscriptions server s holds for clients, its own
+// and those its routes announced, beyond its internal ones.
+func clientSubs(s *natsserver.Server) int {
+	base, _ := baseSubs.Load(s)
+	n, _ := base.(int)
+	return s.GlobalAccount().TotalSubs() - n
 }
 
 // connect opens a client to one server over loopback TCP.

@@ -3,6 +3,7 @@ package natsbench
 import (
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,7 +19,7 @@ const (
 	subjRegistry  = "parley.reg"
 )
 
-func userSubject(i int) string { return fmt.Sprintf("parley.u.user-%012d", i) }
+func userSubject(i int) string    { return fmt.Sprintf("parley.u.user-%012d", i) }
 func nodeSubject(node int) string { return "parley.node." + strconv.Itoa(node) + ".>" }
 func nodeUserSubject(node, user int) string {
 	return fmt.Sprintf("parley.node.%d.u.user-%012d", node, user)
@@ -203,14 +204,17 @@ func BenchmarkUserSubjectPropagation(b *testing.B) {
 func BenchmarkUserSubjectChurn(b *testing.B) {
 	srv := startCluster(b, 3)
 	a := connect(b, srv[0].ClientURL())
-	base := make([]uint32, len(srv))
+	base := make([]int, len(srv))
 	for i, s := range srv {
-		base[i] = s.NumSubscriptions()
+		base[i] = s.GlobalAccount().TotalSubs()
 	}
+	// One channel for every subscription, as a gateway would use: a
+	// SubscribeSync would allocate a 64k-slot channel per subject.
+	ch := make(chan *nats.Msg, 1024)
 	b.ResetTimer()
 	start := time.Now()
 	for i := range b.N {
-		sub, err := a.SubscribeSync(userSubject(i))
+		sub, err := a.ChanSubscribe(userSubject(i), ch)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -220,7 +224,7 @@ func BenchmarkUserSubjectChurn(b *testing.B) {
 	}
 	// A sentinel subscription proves B and C have applied everything
 	// before it: routes deliver interest changes in order.
-	if _, err := a.SubscribeSync("parley.u.sentinel"); err != nil {
+	if _, err := a.ChanSubscribe("parley.u.sentinel", ch); err != nil {
 		b.Fatal(err)
 	}
 	for _, s := range srv[1:] {
@@ -229,11 +233,11 @@ func BenchmarkUserSubjectChurn(b *testing.B) {
 	elapsed := time.Since(start)
 	b.StopTimer()
 	for i, s := range srv {
-		if got := s.NumSubscriptions(); got != base[i]+1 {
+		if got := s.GlobalAccount().TotalSubs(); got != base[i]+1 {
 			b.Fatalf("server %d has %d subscriptions, want %d", i, got, base[i]+1)
 		}
 	}
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "subs/s")
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "sub+unsub/s")
 }
 
 // BenchmarkNodeSubject1to1: one parley.node.<id>.> subscription per
@@ -295,12 +299,12 @@ func BenchmarkBroadcast(b *testing.B) {
 	}
 }
 
-// waitSubs waits until server s knows want subscriptions: its own clients'
-// plus the interest its routes have announced.
+// waitSubs waits until server s knows want client subscriptions: its own
+// clients' plus the interest its routes have announced.
 func waitSubs(tb testing.TB, s *natsserver.Server, want int) {
 	tb.Helper()
 	waitFor(tb, 30*time.Second, func() bool {
-		return int(s.NumSubscriptions()) >= want
+		return clientSubs(s) >= want
 	}, fmt.Sprintf("%d subscriptions on %s", want, s.Name()))
 }
 
@@ -414,13 +418,22 @@ func BenchmarkRoomFanout(b *testing.B) {
 			subs := 0
 			for gw := range 3 {
 				nc := connect(b, srv[gw].ClientURL())
+				// One channel per gateway, drained by one goroutine that the
+				// cleanup stops and waits for.
 				ch := make(chan *nats.Msg, 2*members)
-				go func() {
-					for range ch {
-						received.Add(1)
+				done := make(chan struct{})
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					for {
+						select {
+						case <-ch:
+							received.Add(1)
+						case <-done:
+							return
+						}
 					}
-				}()
-				b.Cleanup(func() { nc.Close(); close(ch) })
+				})
+				b.Cleanup(func() { close(done); wg.Wait() })
 				for _, s := range d.subjects(gw) {
 					if _, err := nc.ChanSubscribe(s, ch); err != nil {
 						b.Fatal(err)

@@ -7,6 +7,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +69,9 @@ type Config struct {
 
 	PresenceCoalesce time.Duration
 	DrainTimeout     time.Duration // default 30 s
+	// NodeHeartbeat and NodeTimeout: how often this node announces itself
+	// to the cluster, and how long a silent node lives on (hub defaults).
+	NodeHeartbeat, NodeTimeout time.Duration
 
 	// Gateway holds the gateway's tunables; Hub, Verifier, Logger,
 	// Registry, Node, DevTokens, DevKey and Demo are filled in by Start.
@@ -85,7 +89,8 @@ type Node struct {
 	nc       *nats.Conn
 	stopNATS func()
 	hub      *hub.Hub
-	gw       *gateway.Server
+	gw       *gateway.Server // set once in Start; read by the NATS error handler under gwMu
+	gwMu     sync.Mutex
 	srv      *http.Server
 	admin    *http.Server
 	ln       net.Listener
@@ -145,23 +150,34 @@ func Start(cfg Config) (n *Node, err error) {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	natsDrops := prometheus.NewCounter(prometheus.CounterOpts{
+	natsDrops := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_nats_slow_consumer_total",
-		Help: "NATS async errors that dropped messages for a subscription (resume covers them).",
-	})
+		Help: "NATS slow-consumer episodes that dropped messages for a subscription, by subject class (bus drops make local clients resync).",
+	}, []string{"subject"})
 	reg.MustRegister(natsDrops)
 	if err := n.connectNATS(natsDrops); err != nil {
 		return nil, err
 	}
 
+	// Listen before the hub starts: the advertised address defaults to the
+	// listener's (accepting starts at the end of Start).
+	if n.ln, err = listenClients(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if cfg.Advertise == "" {
+		cfg.Advertise = advertised(n.ln.Addr(), cfg.Node)
+	}
 	n.hub, err = hub.New(hub.Config{
-		Node:             cfg.Node,
-		Store:            n.store,
-		NATS:             n.nc,
-		Logger:           log,
-		PresenceCoalesce: cfg.PresenceCoalesce,
-		SharedStore:      !n.ownStore,
-		Metrics:          hub.NewMetrics(reg),
+		Node:              cfg.Node,
+		Store:             n.store,
+		NATS:              n.nc,
+		Logger:            log,
+		PresenceCoalesce:  cfg.PresenceCoalesce,
+		SharedStore:       !n.ownStore,
+		Advertise:         cfg.Advertise,
+		HeartbeatInterval: cfg.NodeHeartbeat,
+		NodeTimeout:       cfg.NodeTimeout,
+		Metrics:           hub.NewMetrics(reg),
 	})
 	if err != nil {
 		return nil, err
@@ -177,14 +193,14 @@ func Start(cfg Config) (n *Node, err error) {
 	if n.dev {
 		gcfg.Demo = web.Handler()
 	}
-	n.gw, err = gateway.New(gcfg)
+	gw, err := gateway.New(gcfg)
 	if err != nil {
 		return nil, err
 	}
+	n.gwMu.Lock()
+	n.gw = gw
+	n.gwMu.Unlock()
 
-	if n.ln, err = listenClients(cfg.Listen); err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
 	if n.adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
 		return nil, fmt.Errorf("admin listen: %w", err)
 	}
@@ -204,6 +220,15 @@ func Start(cfg Config) (n *Node, err error) {
 	return n, nil
 }
 
+// advertised is addr with an unspecified host replaced by host.
+func advertised(addr net.Addr, host string) string {
+	ta, ok := addr.(*net.TCPAddr)
+	if !ok || !ta.IP.IsUnspecified() {
+		return addr.String()
+	}
+	return net.JoinHostPort(host, strconv.Itoa(ta.Port))
+}
+
 // Addr is the client listener's address.
 func (n *Node) Addr() string { return n.ln.Addr().String() }
 
@@ -212,6 +237,14 @@ func (n *Node) AdminAddr() string { return n.adminLn.Addr().String() }
 
 // Hub returns the node's hub.
 func (n *Node) Hub() *hub.Hub { return n.hub }
+
+// gateway returns the gateway once it is up (the NATS error handler may run
+// before).
+func (n *Node) gateway() *gateway.Server {
+	n.gwMu.Lock()
+	defer n.gwMu.Unlock()
+	return n.gw
+}
 
 // Gateway returns the node's gateway.
 func (n *Node) Gateway() *gateway.Server { return n.gw }
@@ -272,6 +305,10 @@ func (n *Node) adminMux(reg *prometheus.Registry) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("GET /cluster", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"node": n.cfg.Node, "nodes": n.hub.Nodes()})
+	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !n.gw.Ready() {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
@@ -288,7 +325,7 @@ func (n *Node) adminMux(reg *prometheus.Registry) http.Handler {
 }
 
 // connectNATS connects to an external NATS or starts one in-process.
-func (n *Node) connectNATS(drops prometheus.Counter) error {
+func (n *Node) connectNATS(drops *prometheus.CounterVec) error {
 	cfg, log := n.cfg, n.log
 	opts := []nats.Option{
 		nats.Name("parley-" + cfg.Node),
@@ -296,12 +333,21 @@ func (n *Node) connectNATS(drops prometheus.Counter) error {
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(250*time.Millisecond, time.Second),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
-			if errors.Is(err, nats.ErrSlowConsumer) {
-				drops.Inc()
-			}
 			subj := ""
 			if sub != nil {
 				subj = sub.Subject
+			}
+			if errors.Is(err, nats.ErrSlowConsumer) {
+				if subj == hub.SubjectBroadcast {
+					drops.WithLabelValues("bus").Inc()
+					// Deliveries were dropped: every local session may
+					// have missed some. Resume recovers them.
+					if gw := n.gateway(); gw != nil {
+						gw.Resync()
+					}
+				} else {
+					drops.WithLabelValues("other").Inc()
+				}
 			}
 			log.Warn("nats async error", "subject", subj, "err", err)
 		}),
