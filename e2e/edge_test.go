@@ -404,7 +404,13 @@ func TestTopicFanoutSlowSubscriber(t *testing.T) {
 // metric reads one counter or gauge from the admin listener.
 func metric(t *testing.T, s *testServer, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(s.admin() + "/metrics")
+	return metricAt(t, s.admin(), name)
+}
+
+// metricAt reads one counter or gauge from the admin listener at base.
+func metricAt(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -169,13 +169,17 @@ func decodeDelivery(b []byte) (delivery, error) {
 	return d, r.err
 }
 
-// publish sends a delivery to every node.
-func (h *Hub) publish(d *delivery) {
+// publish sends a delivery to every node. It fails only when the NATS
+// connection is closed or its reconnect buffer is full; while NATS
+// reconnects, deliveries are buffered.
+func (h *Hub) publish(d *delivery) error {
 	d.origin = h.nodeID
 	if err := h.nc.Publish(subjBroadcast, d.encode()); err != nil {
 		h.m.busErrors.Inc()
 		h.log.Warn("nats publish failed", "err", err)
+		return err
 	}
+	return nil
 }
 
 func (h *Hub) publishMembersChanged(conv string) {
@@ -261,6 +265,9 @@ func (h *Hub) deliverLocal(d *delivery) {
 		// Another node's message moves this node's view of the
 		// conversation's end (its sends start after it; resume sees it).
 		st.raiseLastSeq(d.seq)
+		if d.seq > 0 {
+			st.markRouted(d.seq)
+		}
 	}
 	if d.ts > 0 {
 		h.m.deliveryLatency.Observe(float64(h.now().UnixNano()-d.ts) / 1e9)

@@ -32,6 +32,52 @@ type convState struct {
 	// members is replaced (copy-on-write) under mu and read lock-free by
 	// the delivery path.
 	members atomic.Pointer[memberSet]
+
+	// routed remembers which of the conversation's recent seqs this node
+	// saw go out on the bus, so that a retried send re-routes its stored
+	// message only when the node that stored it may have died before
+	// routing it.
+	routedMu sync.Mutex
+	routed   seqWindow // guarded by routedMu
+}
+
+// seqWindow is a set of the newest 64 seqs at most: seqs below the window
+// are unknown.
+type seqWindow struct {
+	top  uint64 // highest seq added; bit i of mask is seq top-i
+	mask uint64
+}
+
+func (w *seqWindow) add(seq uint64) {
+	switch {
+	case seq > w.top:
+		shift := seq - w.top
+		if shift >= 64 {
+			w.mask = 0
+		} else {
+			w.mask <<= shift
+		}
+		w.mask |= 1
+		w.top = seq
+	case w.top-seq < 64:
+		w.mask |= 1 << (w.top - seq)
+	}
+}
+
+func (w *seqWindow) has(seq uint64) bool {
+	return seq <= w.top && w.top-seq < 64 && w.mask&(1<<(w.top-seq)) != 0
+}
+
+func (st *convState) markRouted(seq uint64) {
+	st.routedMu.Lock()
+	st.routed.add(seq)
+	st.routedMu.Unlock()
+}
+
+func (st *convState) wasRouted(seq uint64) bool {
+	st.routedMu.Lock()
+	defer st.routedMu.Unlock()
+	return st.routed.has(seq)
 }
 
 // memberSet is an immutable snapshot of a conversation's members.

@@ -8,6 +8,7 @@ type Metrics struct {
 	sent            prometheus.Counter
 	duplicates      prometheus.Counter
 	seqConflicts    prometheus.Counter
+	rerouted        prometheus.Counter
 	nodes           prometheus.Gauge
 	nodesLost       prometheus.Counter
 	presenceGaps    prometheus.Counter
@@ -43,6 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		presenceGaps:    prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_presence_gaps_total", Help: "Missed presence changes of a node, repaired by a snapshot."}),
 		presenceIgnored: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_presence_ignored_total", Help: "Presence changes from nodes not considered alive."}),
 		snapshots:       prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_presence_snapshots_total", Help: "Presence snapshots of a node applied."}),
+		rerouted:        prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_rerouted_total", Help: "Retried sends whose stored message this node never saw routed, published again."}),
 		seqConflicts:    prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_seq_conflicts_total", Help: "Sends retried because another node took the conversation's next seq first."}),
 		delivered:       prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_delivered_total", Help: "Durable frames queued to local sessions."}),
 		syncs:           prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_syncs_total", Help: "Sync (resume) requests answered."}),
@@ -60,7 +62,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "From publish on the sending node to queueing on the recipient's node.", Buckets: latencyBuckets}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.sent, m.duplicates, m.seqConflicts, m.nodes, m.nodesLost, m.presenceGaps, m.presenceIgnored, m.snapshots, m.delivered, m.syncs, m.receipts, m.convOps,
+		reg.MustRegister(m.sessions, m.sent, m.duplicates, m.seqConflicts, m.rerouted, m.nodes, m.nodesLost, m.presenceGaps, m.presenceIgnored, m.snapshots, m.delivered, m.syncs, m.receipts, m.convOps,
 			m.topicSubs, m.topicPublishes, m.topicEvents, m.topicCoalesced, m.busErrors, m.storageErrors,
 			m.storageLatency, m.sendLatency, m.deliveryLatency)
 	}

@@ -81,7 +81,7 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 	}
 	// System messages have no sender: their idempotency scope is the empty
 	// sender, which no user id can be.
-	if ack, ok, err := h.storedAck(ctx, conv, sender, req.CMID); err != nil {
+	if ack, ok, err := h.storedAck(ctx, st, sender, req.CMID, a.Session); err != nil {
 		return protocol.Ack{}, err
 	} else if ok {
 		return ack, nil
@@ -115,7 +115,7 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 		// Another node took this seq, or is storing this very client
 		// message: it may have been stored meanwhile.
 		h.m.seqConflicts.Inc()
-		if ack, ok, err := h.storedAck(ctx, conv, sender, req.CMID); err != nil {
+		if ack, ok, err := h.storedAck(ctx, st, sender, req.CMID, a.Session); err != nil {
 			return protocol.Ack{}, err
 		} else if ok {
 			return ack, nil
@@ -135,7 +135,11 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 	// this node in seq order.
 	pm := toProto(&m)
 	frame := protocol.AppendMessage(make([]byte, 0, 128+len(m.Body)+len(m.Meta)), &pm)
-	h.publish(&delivery{conv: conv, exclude: a.Session, ts: h.now().UnixNano(), seq: seq, frame: frame})
+	if err := h.publish(&delivery{conv: conv, exclude: a.Session, ts: h.now().UnixNano(), seq: seq, frame: frame}); err != nil {
+		// Durable but not on its way to the members: no ack. The client's
+		// retry finds it stored and publishes it again (storedAck).
+		return protocol.Ack{}, errUnavailable("stored but not routed, retry with the same cmid")
+	}
 	h.m.sent.Inc()
 	h.m.sendLatency.Observe(h.now().Sub(start).Seconds())
 	return protocol.Ack{Conv: conv, Seq: seq, CMID: req.CMID, TS: m.Time}, nil
@@ -146,8 +150,13 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 const maxSeqAttempts = 16
 
 // storedAck returns the original ack of a client message stored already
-// (ok false if there is none).
-func (h *Hub) storedAck(ctx context.Context, conv, sender, cmid string) (protocol.Ack, bool, error) {
+// (ok false if there is none). If this node never saw the message go out on
+// the bus, it publishes it again: the node that stored it may have died
+// before routing it, and a connected member device would then never see it.
+// (A copy that overtakes the original's routing reaches devices twice; they
+// drop it by seq, as the protocol says.) exclude is the retrying session.
+func (h *Hub) storedAck(ctx context.Context, st *convState, sender, cmid string, exclude uint64) (protocol.Ack, bool, error) {
+	conv := st.id
 	seq, err := h.store.LookupClientID(ctx, conv, sender, cmid)
 	if errors.Is(err, storage.ErrNotFound) {
 		return protocol.Ack{}, false, nil
@@ -155,12 +164,25 @@ func (h *Hub) storedAck(ctx context.Context, conv, sender, cmid string) (protoco
 	if err != nil {
 		return protocol.Ack{}, false, h.storageErr("lookup_client_id", err)
 	}
-	ack := protocol.Ack{Conv: conv, Seq: seq, CMID: cmid, Duplicate: true}
-	if ms, err := h.store.Messages(ctx, conv, storage.Page{After: seq - 1, Limit: 1}); err == nil && len(ms) == 1 {
-		ack.TS = ms[0].Time
+	ms, err := h.store.Messages(ctx, conv, storage.Page{After: seq - 1, Limit: 1})
+	if err != nil {
+		return protocol.Ack{}, false, h.storageErr("messages", err)
+	}
+	if len(ms) != 1 || ms[0].Seq != seq {
+		// The index names a seq whose message is not readable: the
+		// write is still in flight on another node. Not acked yet.
+		return protocol.Ack{}, false, errUnavailable("message is being stored, retry")
+	}
+	if !st.wasRouted(seq) {
+		pm := toProto(&ms[0])
+		frame := protocol.AppendMessage(make([]byte, 0, 128+len(pm.Body)+len(pm.Meta)), &pm)
+		if err := h.publish(&delivery{conv: conv, exclude: exclude, seq: seq, frame: frame}); err != nil {
+			return protocol.Ack{}, false, errUnavailable("stored but not routed, retry with the same cmid")
+		}
+		h.m.rerouted.Inc()
 	}
 	h.m.duplicates.Inc()
-	return ack, true, nil
+	return protocol.Ack{Conv: conv, Seq: seq, CMID: cmid, TS: ms[0].Time, Duplicate: true}, true, nil
 }
 
 // ensureDirect finds or creates the 1:1 conversation of a and b.

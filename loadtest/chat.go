@@ -318,6 +318,9 @@ func (cr *chatRun) closedLoop(ctx context.Context, p *chatPair, c *client.Conn, 
 	p.mu.Unlock()
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	// The run starts at its scheduled start (t0 may lie ahead: a common
+	// start for every agent), not when this goroutine does.
+	sleepUntil(ctx, end.Add(-(cr.cfg.Warmup + cr.cfg.Duration)))
 	var last time.Time
 	for k := 0; k < maxClosedSends; k++ {
 		if k > 0 && gap > 0 {

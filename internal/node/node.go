@@ -152,7 +152,7 @@ func Start(cfg Config) (n *Node, err error) {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	natsDrops := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_nats_slow_consumer_total",
-		Help: "NATS slow-consumer episodes that dropped messages for a subscription, by subject class (bus drops make local clients resync).",
+		Help: "NATS episodes that lost messages for this node: slow-consumer drops by subject class (bus, other) and link reconnects (reconnect); bus drops and reconnects make local clients resync.",
 	}, []string{"subject"})
 	reg.MustRegister(natsDrops)
 	if err := n.connectNATS(natsDrops); err != nil {
@@ -352,7 +352,15 @@ func (n *Node) connectNATS(drops *prometheus.CounterVec) error {
 			log.Warn("nats async error", "subject", subj, "err", err)
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info("nats reconnected", "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			// Whatever other nodes published while the link was down is
+			// lost for this node's sessions: they reconnect and sync.
+			log.Warn("nats reconnected: clients of this node resync", "url", c.ConnectedUrl())
+			drops.WithLabelValues("reconnect").Inc()
+			if gw := n.gateway(); gw != nil {
+				gw.Resync()
+			}
+		}),
 	}
 	if cfg.NATSURL != "" {
 		if cfg.NATSCreds != "" {
@@ -430,6 +438,20 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		n.log.Info("parley stopped")
 	})
 	return nil
+}
+
+// Kill stops the node as a crash would, for tests and the local cluster:
+// the NATS link goes first, so nothing more reaches the other nodes (no
+// offline presence, no goodbye), then every socket is cut without a bye.
+// A store the node was given stays open.
+func (n *Node) Kill() {
+	n.stopOnce.Do(func() {
+		if n.nc != nil {
+			n.nc.Close()
+		}
+		n.close()
+		n.log.Info("parley killed")
+	})
 }
 
 // close stops whatever was started, in reverse order.
