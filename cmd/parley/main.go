@@ -33,6 +33,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return token(args[1:], stdout, stderr)
 	case "loadtest":
 		return loadtestCmd(args[1:], stdout, stderr)
+	case "healthcheck":
+		return healthcheck(args[1:], stderr)
 	case "version", "--version", "-version", "-v":
 		fmt.Fprintf(stdout, "parley %s\n", version)
 		return 0
@@ -49,10 +51,11 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: parley <command> [flags]
 
 commands:
-  serve     run a gateway (embedded NATS and storage by default)
-  token     mint a JWT with the dev key of a data directory
-  loadtest  generate load against a running server and report what it measured
-  version   print the version
+  serve        run a gateway (embedded NATS and storage by default)
+  token        mint a JWT with the dev key of a data directory
+  loadtest     generate load against a running server and report what it measured
+  healthcheck  GET a node's /readyz, exit 0 on 2xx (the container image's HEALTHCHECK)
+  version      print the version
 
 Every flag can also be set with an environment variable: --data-dir is
 PARLEY_DATA_DIR, --admin-listen is PARLEY_ADMIN_LISTEN, and so on. Flags on
