@@ -3,6 +3,7 @@ package natsbench
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"sync"
 	"syscall"
@@ -21,32 +22,11 @@ func startCluster(tb testing.TB, n int) []*natsserver.Server {
 	servers := make([]*natsserver.Server, 0, n)
 	var routes []*url.URL
 	for i := range n {
-		opts := &natsserver.Options{
-			ServerName: fmt.Sprintf("s%d", i),
-			Host:       "127.0.0.1",
-			Port:       -1,
-			NoLog:      true,
-			NoSigs:     true,
-			Cluster: natsserver.ClusterOpts{
-				Name: "parley-bench",
-				Host: "127.0.0.1",
-				Port: -1,
-			},
-			// Every server routes to all earlier ones: an explicit full mesh
-			// that does not depend on gossip.
-			Routes: append([]*url.URL(nil), routes...),
-		}
-		s, err := natsserver.NewServer(opts)
-		if err != nil {
-			tb.Fatalf("nats server %d: %v", i, err)
-		}
-		s.Start()
-		tb.Cleanup(s.Shutdown)
-		if !s.ReadyForConnections(10 * time.Second) {
-			tb.Fatalf("nats server %d not ready", i)
-		}
+		// Every server routes to all earlier ones: an explicit full mesh
+		// that does not depend on gossip.
+		s := startServer(tb, i, routes)
 		servers = append(servers, s)
-		routes = append(routes, &url.URL{Scheme: "nats-route", Host: s.ClusterAddr().String()})
+		routes = append(routes, routeURL(s))
 	}
 	waitFor(tb, 10*time.Second, func() bool {
 		for _, s := range servers {
@@ -60,6 +40,39 @@ func startCluster(tb testing.TB, n int) []*natsserver.Server {
 		baseSubs.Store(s, s.GlobalAccount().TotalSubs())
 	}
 	return servers
+}
+
+// startServer starts cluster member i on loopback random ports, routing to
+// routes, and shuts it down when tb's test ends.
+func startServer(tb testing.TB, i int, routes []*url.URL) *natsserver.Server {
+	tb.Helper()
+	opts := &natsserver.Options{
+		ServerName: fmt.Sprintf("s%d", i),
+		Host:       "127.0.0.1",
+		Port:       -1,
+		NoLog:      true,
+		NoSigs:     true,
+		Cluster: natsserver.ClusterOpts{
+			Name: "parley-bench",
+			Host: "127.0.0.1",
+			Port: -1,
+		},
+		Routes: slices.Clone(routes),
+	}
+	s, err := natsserver.NewServer(opts)
+	if err != nil {
+		tb.Fatalf("nats server %d: %v", i, err)
+	}
+	s.Start()
+	tb.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		tb.Fatalf("nats server %d not ready", i)
+	}
+	return s
+}
+
+func routeURL(s *natsserver.Server) *url.URL {
+	return &url.URL{Scheme: "nats-route", Host: s.ClusterAddr().String()}
 }
 
 // baseSubs maps each server from startCluster to the subscriptions its

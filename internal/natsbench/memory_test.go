@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/exec"
 	"runtime"
@@ -22,33 +23,38 @@ import (
 const (
 	memEnv    = "PARLEY_NATSBENCH_MEM"
 	helperEnv = "PARLEY_NATSBENCH_HELPER"
+	indexEnv  = "PARLEY_NATSBENCH_INDEX"
+	routesEnv = "PARLEY_NATSBENCH_ROUTES"
 )
 
-// TestHelperProcess is the child side of TestSubscriptionMemory: it runs a
-// 3-server cluster and answers line commands on stdin, so the parent's
-// client memory is never counted as server memory.
+// TestHelperProcess is the child side of TestSubscriptionMemory: it runs
+// one cluster member in its own process, so that neither the parent's
+// client memory nor the other members' memory is counted in its heap. It
+// routes to the space-separated cluster addresses in routesEnv, prints
+// "URLS <client-url> <cluster-addr>" and answers line commands on stdin:
 //
-//	subs -> "SUBS <global-account subs on each server>"
-//	mem  -> "MEM <heap-alloc> <rss>" after two forced GCs
+//	remotes -> "REMOTES <servers routed to>"
+//	subs    -> "SUBS <client subscriptions, local and routed>"
+//	mem     -> "MEM <heap-alloc> <rss>" after two forced GCs
 func TestHelperProcess(t *testing.T) {
 	if os.Getenv(helperEnv) != "1" {
 		t.Skip("child process for TestSubscriptionMemory")
 	}
-	srv := startCluster(t, 3)
-	urls := make([]string, len(srv))
-	for i, s := range srv {
-		urls[i] = s.ClientURL()
+	var routes []*url.URL
+	for _, addr := range strings.Fields(os.Getenv(routesEnv)) {
+		routes = append(routes, &url.URL{Scheme: "nats-route", Host: addr})
 	}
-	fmt.Printf("URLS %s\n", strings.Join(urls, " "))
+	idx, _ := strconv.Atoi(os.Getenv(indexEnv))
+	s := startServer(t, idx, routes)
+	base := s.GlobalAccount().TotalSubs()
+	fmt.Printf("URLS %s %s\n", s.ClientURL(), s.ClusterAddr())
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		switch in.Text() {
+		case "remotes":
+			fmt.Printf("REMOTES %d\n", s.NumRemotes())
 		case "subs":
-			counts := make([]string, len(srv))
-			for i, s := range srv {
-				counts[i] = strconv.Itoa(s.GlobalAccount().TotalSubs())
-			}
-			fmt.Printf("SUBS %s\n", strings.Join(counts, " "))
+			fmt.Printf("SUBS %d\n", s.GlobalAccount().TotalSubs()-base)
 		case "mem":
 			runtime.GC()
 			runtime.GC()
@@ -78,16 +84,20 @@ func vmRSS() uint64 {
 
 // child is a running TestHelperProcess.
 type child struct {
-	cmd  *exec.Cmd
-	in   io.WriteCloser
-	out  *bufio.Scanner
-	urls []string
+	cmd         *exec.Cmd
+	in          io.WriteCloser
+	out         *bufio.Scanner
+	clientURL   string
+	clusterAddr string
 }
 
-func startChild(t *testing.T) *child {
+// startChild starts cluster member idx in a child process, routing to the
+// given cluster addresses.
+func startChild(t *testing.T, idx int, routes []string) *child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"=1")
+	cmd.Env = append(os.Environ(), helperEnv+"=1",
+		indexEnv+"="+strconv.Itoa(idx), routesEnv+"="+strings.Join(routes, " "))
 	cmd.Stderr = os.Stderr
 	in, err := cmd.StdinPipe()
 	if err != nil {
@@ -105,7 +115,11 @@ func startChild(t *testing.T) *child {
 		c.in.Close()
 		c.cmd.Wait()
 	})
-	c.urls = c.expect(t, "URLS")
+	urls := c.expect(t, "URLS")
+	if len(urls) != 2 {
+		t.Fatalf("child printed %v", urls)
+	}
+	c.clientURL, c.clusterAddr = urls[0], urls[1]
 	return c
 }
 
@@ -119,6 +133,28 @@ func (c *child) expect(t *testing.T, prefix string) []string {
 	}
 	t.Fatalf("child exited before %s: %v", prefix, c.out.Err())
 	return nil
+}
+
+// startChildCluster starts n cluster members, one per child process, and
+// waits until each routes to all the others.
+func startChildCluster(t *testing.T, n int) []*child {
+	t.Helper()
+	var cs []*child
+	var routes []string
+	for i := range n {
+		c := startChild(t, i, routes)
+		cs = append(cs, c)
+		routes = append(routes, c.clusterAddr)
+	}
+	waitFor(t, 10*time.Second, func() bool {
+		for _, c := range cs {
+			if c.ask(t, "remotes", "REMOTES")[0] != uint64(n-1) {
+				return false
+			}
+		}
+		return true
+	}, "routes between child processes")
+	return cs
 }
 
 func (c *child) ask(t *testing.T, cmd, prefix string) []uint64 {
@@ -137,22 +173,27 @@ func (c *child) ask(t *testing.T, cmd, prefix string) []uint64 {
 	return vals
 }
 
-// memResult is one run of TestSubscriptionMemory.
+// memResult is one run of TestSubscriptionMemory. Heap and RSS growth are
+// per subscription: on the server the client is connected to (origin), on
+// each of the two others that learn it over a route (remote), and averaged
+// over the 3 servers.
 type memResult struct {
-	heapPerSub   float64       // server heap growth / N / 3 servers
-	rssPerSub    float64       // server RSS growth / N / 3 servers
-	clientPerSub float64       // nats.go client heap growth / N
-	propagate    time.Duration // subscribe N on A until B and C know all N
+	heapOrigin, heapRemote, heapAvg float64
+	rssAvg                          float64
+	clientPerSub                    float64       // nats.go client heap growth per subscription
+	propagate                       time.Duration // subscribe N on A until B and C know all N
 }
 
 func measureSubs(t *testing.T, n int) memResult {
-	c := startChild(t)
-	// Client side: ChanSubscribe onto one channel per gateway, as a gateway
-	// would; no message flows in this test.
-	a := connect(t, c.urls[0])
+	cs := startChildCluster(t, 3)
+	// Client side: ChanSubscribe onto one channel, as a gateway would; no
+	// message flows in this test.
+	a := connect(t, cs[0].clientURL)
 	ch := make(chan *nats.Msg, 64)
-	base := c.ask(t, "subs", "SUBS")
-	mem0 := c.ask(t, "mem", "MEM")
+	mem0 := make([][]uint64, len(cs))
+	for i, c := range cs {
+		mem0[i] = c.ask(t, "mem", "MEM")
+	}
 	runtime.GC()
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
@@ -169,29 +210,29 @@ func measureSubs(t *testing.T, n int) memResult {
 	if err := a.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		got := c.ask(t, "subs", "SUBS")
-		done := true
-		for i := range got {
-			done = done && got[i] >= base[i]+uint64(n)
+	waitFor(t, 60*time.Second, func() bool {
+		for _, c := range cs {
+			if c.ask(t, "subs", "SUBS")[0] < uint64(n) {
+				return false
+			}
 		}
-		if done {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("interest not propagated: %v, base %v, n %d", got, base, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+		return true
+	}, "interest on every server")
 	propagate := time.Since(start)
-	mem1 := c.ask(t, "mem", "MEM")
+	var heap, rss [3]float64
+	for i, c := range cs {
+		m := c.ask(t, "mem", "MEM")
+		heap[i] = (float64(m[0]) - float64(mem0[i][0])) / float64(n)
+		rss[i] = (float64(m[1]) - float64(mem0[i][1])) / float64(n)
+	}
 	runtime.GC()
 	runtime.ReadMemStats(&ms1)
 	runtime.KeepAlive(subs)
 	return memResult{
-		heapPerSub:   (float64(mem1[0]) - float64(mem0[0])) / float64(n) / 3,
-		rssPerSub:    (float64(mem1[1]) - float64(mem0[1])) / float64(n) / 3,
+		heapOrigin:   heap[0],
+		heapRemote:   (heap[1] + heap[2]) / 2,
+		heapAvg:      (heap[0] + heap[1] + heap[2]) / 3,
+		rssAvg:       (rss[0] + rss[1] + rss[2]) / 3,
 		clientPerSub: (float64(ms1.HeapAlloc) - float64(ms0.HeapAlloc)) / float64(n),
 		propagate:    propagate,
 	}
@@ -214,34 +255,53 @@ func TestSubscriptionMemory(t *testing.T) {
 		var rs []memResult
 		for run := range runs {
 			r := measureSubs(t, n)
-			t.Logf("N=%d run %d: server heap %.0f B/sub/server, server RSS %.0f B/sub/server, client heap %.0f B/sub, propagation %v (%.0f subs/s)",
-				n, run+1, r.heapPerSub, r.rssPerSub, r.clientPerSub, r.propagate, float64(n)/r.propagate.Seconds())
+			t.Logf("N=%d run %d: server heap B/sub: origin %.0f, remote %.0f, avg %.0f; server RSS avg %.0f B/sub; client heap %.0f B/sub; propagation %v (%.0f subs/s)",
+				n, run+1, r.heapOrigin, r.heapRemote, r.heapAvg, r.rssAvg, r.clientPerSub, r.propagate.Round(time.Millisecond), float64(n)/r.propagate.Seconds())
 			rs = append(rs, r)
 		}
-		med := func(f func(memResult) float64) float64 {
+		med := func(f func(memResult) float64) string {
 			v := make([]float64, len(rs))
 			for i, r := range rs {
 				v[i] = f(r)
 			}
 			slices.Sort(v)
-			return v[len(v)/2]
+			return fmt.Sprintf("%.0f (%.0f-%.0f)", v[len(v)/2], v[0], v[len(v)-1])
 		}
-		t.Logf("N=%d median of %d: server heap %.0f B/sub/server (min-max %.0f-%.0f), server RSS %.0f B/sub/server, client heap %.0f B/sub, propagation %.0f ms",
-			n, runs, med(func(r memResult) float64 { return r.heapPerSub }),
-			slices.MinFunc(rs, func(x, y memResult) int { return cmpF(x.heapPerSub, y.heapPerSub) }).heapPerSub,
-			slices.MaxFunc(rs, func(x, y memResult) int { return cmpF(x.heapPerSub, y.heapPerSub) }).heapPerSub,
-			med(func(r memResult) float64 { return r.rssPerSub }),
+		t.Logf("N=%d median (min-max) of %d: server heap B/sub: origin %s, remote %s, avg %s; server RSS avg %s B/sub; client heap %s B/sub; propagation %s ms",
+			n, runs,
+			med(func(r memResult) float64 { return r.heapOrigin }),
+			med(func(r memResult) float64 { return r.heapRemote }),
+			med(func(r memResult) float64 { return r.heapAvg }),
+			med(func(r memResult) float64 { return r.rssAvg }),
 			med(func(r memResult) float64 { return r.clientPerSub }),
 			med(func(r memResult) float64 { return float64(r.propagate.Milliseconds()) }))
 	}
 }
 
-func cmpF(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
+// TestRegistryMemory measures the in-memory user→node registry that
+// per-node subjects need on every gateway: a map from a 17-byte user id to a
+// node number, with 1,000,000 users. Run it with
+//
+//	PARLEY_NATSBENCH_MEM=1 go test -run TestRegistryMemory -v ./internal/natsbench/
+func TestRegistryMemory(t *testing.T) {
+	if os.Getenv(memEnv) != "1" {
+		t.Skip("set " + memEnv + "=1 to measure registry memory")
 	}
-	return 0
+	const users = 1_000_000
+	var v []float64
+	for range 3 {
+		var ms0, ms1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms0)
+		registry := make(map[string]uint16)
+		for i := range users {
+			registry[fmt.Sprintf("user-%012d", i)] = uint16(i % 64)
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&ms1)
+		runtime.KeepAlive(registry)
+		v = append(v, (float64(ms1.HeapAlloc)-float64(ms0.HeapAlloc))/users)
+	}
+	slices.Sort(v)
+	t.Logf("registry: %.0f B/user (median of 3, %.0f-%.0f), %d users", v[1], v[0], v[2], users)
 }

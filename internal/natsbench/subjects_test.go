@@ -414,7 +414,10 @@ func BenchmarkRoomFanout(b *testing.B) {
 		b.Run(d.name, func(b *testing.B) {
 			srv := startCluster(b, 3)
 			pub := connect(b, srv[0].ClientURL())
-			var received atomic.Int64
+			// received counts NATS messages on all gateways; the one that
+			// reaches target signals reached.
+			var received, target atomic.Int64
+			reached := make(chan struct{}, 1)
 			subs := 0
 			for gw := range 3 {
 				nc := connect(b, srv[gw].ClientURL())
@@ -427,7 +430,13 @@ func BenchmarkRoomFanout(b *testing.B) {
 					for {
 						select {
 						case <-ch:
-							received.Add(1)
+							if received.Add(1) == target.Load() {
+								select {
+								case reached <- struct{}{}:
+								case <-done:
+									return
+								}
+							}
 						case <-done:
 							return
 						}
@@ -450,9 +459,11 @@ func BenchmarkRoomFanout(b *testing.B) {
 				perMsg = 3
 			}
 			var pubTime time.Duration
+			timeout := time.NewTimer(time.Hour)
 			cpu0 := cpuTime()
 			b.ResetTimer()
 			for i := range b.N {
+				target.Store(int64(i+1) * perMsg)
 				start := time.Now()
 				for _, s := range d.publishes {
 					if err := pub.Publish(s, payload); err != nil {
@@ -463,13 +474,11 @@ func BenchmarkRoomFanout(b *testing.B) {
 					b.Fatal(err)
 				}
 				pubTime += time.Since(start)
-				want := int64(i+1) * perMsg
-				deadline := time.Now().Add(30 * time.Second)
-				for received.Load() < want {
-					if time.Now().After(deadline) {
-						b.Fatalf("received %d of %d", received.Load(), want)
-					}
-					time.Sleep(10 * time.Microsecond)
+				timeout.Reset(30 * time.Second)
+				select {
+				case <-reached:
+				case <-timeout.C:
+					b.Fatalf("received %d of %d", received.Load(), target.Load())
 				}
 			}
 			b.StopTimer()
