@@ -35,6 +35,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return loadtestCmd(args[1:], stdout, stderr)
 	case "healthcheck":
 		return healthcheck(args[1:], stderr)
+	case "cluster":
+		return clusterCmd(args[1:], stdout, stderr)
 	case "version", "--version", "-version", "-v":
 		fmt.Fprintf(stdout, "parley %s\n", version)
 		return 0
@@ -53,6 +55,7 @@ func usage(w io.Writer) {
 commands:
   serve        run a gateway (embedded NATS and storage by default)
   token        mint a JWT with the dev key of a data directory
+  cluster      run a local cluster in one process: NATS servers + gateways sharing one store
   loadtest     generate load against a running server and report what it measured
   healthcheck  GET a node's /readyz, exit 0 on 2xx (the container image's HEALTHCHECK)
   version      print the version
