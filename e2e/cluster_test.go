@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/parley-im/parley/client"
 	"github.com/parley-im/parley/gateway"
 	"github.com/parley-im/parley/gateway/auth"
+	"github.com/parley-im/parley/hub"
 	"github.com/parley-im/parley/internal/cluster"
 	"github.com/parley-im/parley/internal/node"
 	"github.com/parley-im/parley/protocol"
@@ -636,5 +638,85 @@ func TestClusterPresenceAfterCrash(t *testing.T) {
 	}
 	if res2.Presence[0].Online != res.Presence[0].Online || res2.Presence[1].Online != res.Presence[1].Online {
 		t.Fatalf("nodes disagree: %+v vs %+v", res.Presence, res2.Presence)
+	}
+}
+
+// A node that (re)joins learns who is online elsewhere from the others'
+// snapshots, and they learn its users from its own.
+func TestClusterPresenceSnapshotOnJoin(t *testing.T) {
+	tc := startCluster(t)
+	ctx := ctxT(t, 30*time.Second)
+	w := tc.dial(0, "wendy", "phone")
+	for _, u := range []string{"early", "late"} {
+		if _, err := w.SendTo(ctx, u, "hi-"+u, "hi"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tc.dial(0, "early", "phone") // online on node 1 before node 2 restarts
+	tc.c.KillNode(1)
+	if err := tc.c.RestartNode(1); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "three nodes after the restart", func() bool {
+		for i := 0; i < 3; i++ {
+			if len(tc.c.Node(i).Hub().Nodes()) != 3 {
+				return false
+			}
+		}
+		return true
+	})
+	// The restarted node's watcher sees node 1's user at once.
+	w2 := tc.dial(1, "wendy", "laptop")
+	waitUntil(t, 5*time.Second, "early online, seen from the restarted node", func() bool {
+		res, err := w2.Watch(ctx, []string{"early"})
+		return err == nil && res.Presence[0].Online
+	})
+	// And node 1 sees a user of the restarted node.
+	tc.dial(1, "late", "phone")
+	waitUntil(t, 5*time.Second, "late online, seen from node 1", func() bool {
+		res, err := w.Watch(ctx, []string{"late"})
+		return err == nil && res.Presence[0].Online
+	})
+	if n := metricAt(t, "http://"+tc.c.Node(1).AdminAddr(), "parley_presence_snapshots_total"); n < 2 {
+		t.Fatalf("restarted node applied %v snapshots, want one per peer", n)
+	}
+}
+
+// A gateway whose bus subscription overflows (a slow consumer) loses
+// deliveries: it counts the drop and makes its clients reconnect and sync,
+// so they still end with every message.
+func TestClusterBusOverflow(t *testing.T) {
+	tc := startCluster(t)
+	ctx := ctxT(t, 2*time.Minute)
+	// Gateway 2 restarts with a bus backlog of 2 KiB: every message larger
+	// than that overflows it (a deterministic stand-in for a backlog that
+	// outgrew the default limits).
+	tc.c.KillNode(1)
+	tc.c.SetNode(1, func(c *node.Config) { c.BusPendingBytes = 2 << 10 })
+	if err := tc.c.RestartNode(1); err != nil {
+		t.Fatal(err)
+	}
+	// The fault: messages on the bus that the backlog cannot hold
+	// (anything on the subject will do; these are not even valid).
+	nc, err := nats.Connect(tc.c.NATSURLs()[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	r := newTrafficRun(t, tc, ctx)
+	r.run(t, ctx, 80, func() {
+		for i := 0; i < 20; i++ {
+			_ = nc.Publish(hub.SubjectBroadcast, make([]byte, 4<<10))
+		}
+		_ = nc.Flush()
+	})
+	r.verify(t, ctx, 0)
+	drops := metricAt(t, "http://"+tc.c.Node(1).AdminAddr(), `parley_nats_slow_consumer_total{subject="bus"}`)
+	t.Logf("bus drop episodes on gateway 2: %v", drops)
+	if drops == 0 {
+		t.Fatal("the burst caused no drop on gateway 2")
+	}
+	if r.reconns.Load() == 0 {
+		t.Fatal("bus dropped deliveries but no client was made to resync")
 	}
 }

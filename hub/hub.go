@@ -91,6 +91,11 @@ type Config struct {
 	// declare it dead and take its users offline; 0 means
 	// DefaultNodeTimeout. It must exceed HeartbeatInterval.
 	NodeTimeout time.Duration
+	// BusPendingMsgs and BusPendingBytes bound what this node's broadcast
+	// subscription may hold unprocessed; 0 means DefaultBusPendingMsgs and
+	// DefaultBusPendingBytes. Beyond them NATS drops (a slow consumer): the
+	// node counts it and makes its clients resync (see SubjectBroadcast).
+	BusPendingMsgs, BusPendingBytes int
 	// SharedStore says other nodes write Store too (a cluster): the hub
 	// then reads a conversation's end from the store where a stale cached
 	// one would hide messages. False (one node) trusts the cache, which
@@ -99,6 +104,17 @@ type Config struct {
 	// Metrics receives the hub's measurements. Nil disables them.
 	Metrics *Metrics
 }
+
+// Bus backlog limits. The broadcast handler takes a few microseconds per
+// message, so 256k queued messages is about a second of work: a node that
+// falls further behind is overloaded, and holding more would only turn the
+// backlog into memory (128 MiB bounds it, about 500 bytes a message) and
+// seconds of delivery latency. Past the limit NATS drops, the node counts
+// it and its clients reconnect and sync, which loses nothing.
+const (
+	DefaultBusPendingMsgs  = 256 << 10
+	DefaultBusPendingBytes = 128 << 20
+)
 
 // Hub routes between sessions. Create it with New, then Start.
 type Hub struct {
@@ -163,6 +179,12 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
 	}
+	if cfg.BusPendingMsgs <= 0 {
+		cfg.BusPendingMsgs = DefaultBusPendingMsgs
+	}
+	if cfg.BusPendingBytes <= 0 {
+		cfg.BusPendingBytes = DefaultBusPendingBytes
+	}
 	if cfg.HeartbeatInterval <= 0 {
 		cfg.HeartbeatInterval = DefaultHeartbeatInterval
 	}
@@ -205,9 +227,10 @@ func (h *Hub) Start() error {
 	if err != nil {
 		return fmt.Errorf("hub: subscribe %s: %w", subjBroadcast, err)
 	}
-	// A slow hub must not make NATS drop traffic silently: generous
-	// limits, and drops are counted by the error handler (see Dropped).
-	if err := sub.SetPendingLimits(1<<20, 512<<20); err != nil {
+	// A backlog beyond these limits is dropped by NATS and repaired by
+	// making local clients resync (the node's error handler): see
+	// DefaultBusPendingMsgs.
+	if err := sub.SetPendingLimits(h.cfg.BusPendingMsgs, h.cfg.BusPendingBytes); err != nil {
 		return fmt.Errorf("hub: pending limits: %w", err)
 	}
 	h.mu.Lock()

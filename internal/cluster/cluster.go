@@ -63,8 +63,9 @@ type Cluster struct {
 	store *embedded.Store
 
 	mu    sync.Mutex
-	nats  []*natsserver.Server // guarded by mu; nil once killed
-	nodes []*node.Node         // guarded by mu; nil once stopped
+	nats  []*natsserver.Server       // guarded by mu; nil once killed
+	nodes []*node.Node               // guarded by mu; nil once stopped
+	mods  map[int]func(*node.Config) // guarded by mu; per-gateway changes (SetNode)
 }
 
 // Start starts the NATS cluster, waits until its routes are up, then
@@ -187,6 +188,12 @@ func (c *Cluster) nodeConfig(i int) node.Config {
 	c.mu.Unlock()
 	nc.Store = c.store
 	nc.Logger = cfg.Logger
+	c.mu.Lock()
+	mod := c.mods[i]
+	c.mu.Unlock()
+	if mod != nil {
+		mod(&nc)
+	}
 	return nc
 }
 
@@ -241,6 +248,36 @@ func (c *Cluster) NATSServer(j int) *natsserver.Server {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.nats[j]
+}
+
+// RestartNode starts gateway i again after KillNode or DrainNode, on the
+// same ports when they were fixed. It is a new node to the cluster (a new
+// node id), as a restarted process is.
+func (c *Cluster) RestartNode(i int) error {
+	c.mu.Lock()
+	running := c.nodes[i] != nil
+	c.mu.Unlock()
+	if running {
+		return fmt.Errorf("cluster: gateway %d is running", i+1)
+	}
+	n, err := node.Start(c.nodeConfig(i))
+	if err != nil {
+		return fmt.Errorf("cluster: gateway %d: %w", i+1, err)
+	}
+	c.mu.Lock()
+	c.nodes[i] = n
+	c.mu.Unlock()
+	return nil
+}
+
+// SetNode changes gateway i's configuration for its next (re)start.
+func (c *Cluster) SetNode(i int, mod func(*node.Config)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mods == nil {
+		c.mods = map[int]func(*node.Config){}
+	}
+	c.mods[i] = mod
 }
 
 // KillNode stops gateway i as a crash would: its NATS link goes first

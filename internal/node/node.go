@@ -72,6 +72,9 @@ type Config struct {
 	// NodeHeartbeat and NodeTimeout: how often this node announces itself
 	// to the cluster, and how long a silent node lives on (hub defaults).
 	NodeHeartbeat, NodeTimeout time.Duration
+	// BusPendingMsgs and BusPendingBytes bound the node's unprocessed bus
+	// backlog (hub defaults; tests lower them to provoke drops).
+	BusPendingMsgs, BusPendingBytes int
 
 	// Gateway holds the gateway's tunables; Hub, Verifier, Logger,
 	// Registry, Node, DevTokens, DevKey and Demo are filled in by Start.
@@ -177,6 +180,8 @@ func Start(cfg Config) (n *Node, err error) {
 		Advertise:         cfg.Advertise,
 		HeartbeatInterval: cfg.NodeHeartbeat,
 		NodeTimeout:       cfg.NodeTimeout,
+		BusPendingMsgs:    cfg.BusPendingMsgs,
+		BusPendingBytes:   cfg.BusPendingBytes,
 		Metrics:           hub.NewMetrics(reg),
 	})
 	if err != nil {
