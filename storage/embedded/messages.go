@@ -39,8 +39,12 @@ func (s *Store) AppendMessages(ctx context.Context, msgs []storage.Message) erro
 			return fmt.Errorf("embedded: message of %q has seq 0", msgs[i].Conv)
 		}
 	}
-	claimed, err := s.claim(msgs)
-	if err != nil {
+	var one [1]bool
+	claimed := one[:]
+	if len(msgs) > 1 {
+		claimed = make([]bool, len(msgs))
+	}
+	if err := s.claim(msgs, claimed); err != nil {
 		return err
 	}
 	defer s.release(msgs, claimed)
@@ -81,13 +85,14 @@ type claimOwner struct {
 	n            int
 }
 
-// claimsOf returns m's claim keys and the owner each must have.
-func claimsOf(m *storage.Message) []claimKey {
-	keys := []claimKey{{conv: m.Conv, seq: m.Seq}}
-	if m.CMID != "" {
-		keys = append(keys, claimKey{conv: m.Conv, sender: m.Sender, cmid: m.CMID})
+// claimsOf returns m's claim keys: its seq, and its client id if it has one.
+func claimsOf(m *storage.Message) (keys [2]claimKey, n int) {
+	keys[0] = claimKey{conv: m.Conv, seq: m.Seq}
+	if m.CMID == "" {
+		return keys, 1
 	}
-	return keys
+	keys[1] = claimKey{conv: m.Conv, sender: m.Sender, cmid: m.CMID}
+	return keys, 2
 }
 
 func (s *Store) claimStripe(k claimKey) int {
@@ -99,13 +104,12 @@ func (s *Store) claimStripe(k claimKey) int {
 // storage.ErrConflict and registers none: a seq that holds (or is being
 // given) another message, or a client id stored (or being stored) at
 // another seq. claimed[i] reports whether msgs[i]'s claims are registered
-// (a message listed twice in one call is claimed once).
-func (s *Store) claim(msgs []storage.Message) (claimed []bool, err error) {
-	claimed = make([]bool, len(msgs))
+// (a message listed twice in one call is claimed once). claimed has room
+// for len(msgs).
+func (s *Store) claim(msgs []storage.Message, claimed []bool) (err error) {
 	defer func() {
 		if err != nil {
 			s.release(msgs, claimed)
-			claimed = nil
 		}
 	}()
 	for i := range msgs {
@@ -113,36 +117,36 @@ func (s *Store) claim(msgs []storage.Message) (claimed []bool, err error) {
 		if claimedEarlier(msgs[:i], claimed[:i], m) {
 			continue
 		}
-		keys := claimsOf(m)
-		for j, k := range keys {
+		keys, nk := claimsOf(m)
+		for j, k := range keys[:nk] {
 			stripe := s.claimStripe(k)
 			s.seqLocks[stripe].Lock()
-			owner := s.claims[stripe][k]
-			if owner != nil && !owner.is(m, k) {
+			owner, held := s.claims[stripe][k]
+			if held && !owner.is(m, k) {
 				err = storage.ErrConflict
 			} else if err = s.checkStoredLocked(m, k); err == nil {
-				if owner == nil {
+				if !held {
 					if s.claims[stripe] == nil {
-						s.claims[stripe] = make(map[claimKey]*claimOwner)
+						s.claims[stripe] = make(map[claimKey]claimOwner)
 					}
-					owner = &claimOwner{sender: m.Sender, cmid: m.CMID, seq: m.Seq}
-					s.claims[stripe][k] = owner
+					owner = claimOwner{sender: m.Sender, cmid: m.CMID, seq: m.Seq}
 				}
 				owner.n++
+				s.claims[stripe][k] = owner
 			}
 			s.seqLocks[stripe].Unlock()
 			if err != nil {
 				s.releaseKeys(keys[:j])
-				return claimed, err
+				return err
 			}
 		}
 		claimed[i] = true
 	}
-	return claimed, nil
+	return nil
 }
 
 // is reports whether the claim on k is held for m.
-func (o *claimOwner) is(m *storage.Message, k claimKey) bool {
+func (o claimOwner) is(m *storage.Message, k claimKey) bool {
 	if k.cmid != "" {
 		return o.seq == m.Seq
 	}
@@ -161,11 +165,12 @@ func claimedEarlier(msgs []storage.Message, claimed []bool, m *storage.Message) 
 // checkStoredLocked fails with storage.ErrConflict if what is stored under
 // k belongs to another message than m. The caller holds k's stripe lock.
 func (s *Store) checkStoredLocked(m *storage.Message, k claimKey) error {
+	var buf [256]byte
 	var dbKey []byte
 	if k.cmid != "" {
-		dbKey = appendClientIDKey(nil, m.Conv, m.Sender, m.CMID)
+		dbKey = appendClientIDKey(buf[:0], m.Conv, m.Sender, m.CMID)
 	} else {
-		dbKey = appendMessageKey(nil, m.Conv, m.Seq)
+		dbKey = appendMessageKey(buf[:0], m.Conv, m.Seq)
 	}
 	v, closer, err := s.db.Get(dbKey)
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -198,7 +203,8 @@ func (s *Store) checkStoredLocked(m *storage.Message, k claimKey) error {
 func (s *Store) release(msgs []storage.Message, claimed []bool) {
 	for i := range msgs {
 		if claimed[i] {
-			s.releaseKeys(claimsOf(&msgs[i]))
+			keys, n := claimsOf(&msgs[i])
+			s.releaseKeys(keys[:n])
 		}
 	}
 }
@@ -207,9 +213,11 @@ func (s *Store) releaseKeys(keys []claimKey) {
 	for _, k := range keys {
 		stripe := s.claimStripe(k)
 		s.seqLocks[stripe].Lock()
-		if owner := s.claims[stripe][k]; owner != nil {
+		if owner, ok := s.claims[stripe][k]; ok {
 			if owner.n--; owner.n <= 0 {
 				delete(s.claims[stripe], k)
+			} else {
+				s.claims[stripe][k] = owner
 			}
 		}
 		s.seqLocks[stripe].Unlock()

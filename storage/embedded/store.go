@@ -92,7 +92,7 @@ type Store struct {
 	convLocks   [64]sync.Mutex
 	memberLocks [256]sync.Mutex
 	seqLocks    [64]sync.Mutex
-	claims      [64]map[claimKey]*claimOwner // claims[i] guarded by seqLocks[i]
+	claims      [64]map[claimKey]claimOwner // claims[i] guarded by seqLocks[i]
 }
 
 var _ storage.Store = (*Store)(nil)
