@@ -21,6 +21,7 @@ type clusterFlags struct {
 	nodes                                int
 	host                                 string
 	port, adminPort, natsPort, routePort int
+	monitorPort                          int
 }
 
 // perNodeFlags are serve flags the cluster sets for each gateway itself.
@@ -41,6 +42,7 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.adminPort, "admin-port", 9091, "gateway i's admin listener is on admin-port+i")
 	fs.IntVar(&c.natsPort, "nats-port", 4222, "NATS server i takes clients on nats-port+i")
 	fs.IntVar(&c.routePort, "route-port", 6222, "NATS server i routes to the others on route-port+i")
+	fs.IntVar(&c.monitorPort, "nats-monitor-port", 0, "NATS server i serves HTTP monitoring (/varz, /subsz, /routez) on nats-monitor-port+i; 0: off")
 	fs.Lookup("data-dir").DefValue = "./data-cluster"
 	_ = fs.Set("data-dir", "./data-cluster")
 	fs.Usage = func() {
@@ -80,7 +82,8 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 	cl, err := cluster.Start(cluster.Config{
 		Nodes: c.nodes, DataDir: f.dataDir, Host: c.host,
 		Port: c.port, AdminPort: c.adminPort, NATSPort: c.natsPort, RoutePort: c.routePort,
-		Node: tmpl, Logger: log,
+		MonitorPort: c.monitorPort,
+		Node:        tmpl, Logger: log,
 	})
 	if err != nil {
 		log.Error("parley cluster failed", "err", err)

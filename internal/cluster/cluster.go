@@ -47,6 +47,9 @@ type Config struct {
 	// server j on NATSPort+j and its routes on RoutePort+j. Zero picks free
 	// ports.
 	Port, AdminPort, NATSPort, RoutePort int
+	// MonitorPort, when non-zero, gives NATS server j an HTTP monitoring
+	// listener (/varz, /subsz, /routez) on MonitorPort+j.
+	MonitorPort int
 	// Node is the template of every gateway's configuration (gateway
 	// tunables, drain settings, heartbeat and timeout). Listen,
 	// AdminListen, DataDir, Node, NATSURL, Store and Logger are set per
@@ -135,6 +138,8 @@ func (c *Cluster) startNATS() error {
 			NoLog:      true,
 			NoSigs:     true,
 			MaxPayload: 1 << 20,
+			HTTPHost:   cfg.Host,
+			HTTPPort:   cfg.MonitorPort + j,
 			Cluster: natsserver.ClusterOpts{
 				Name: "parley",
 				Host: cfg.Host,
@@ -151,6 +156,9 @@ func (c *Cluster) startNATS() error {
 			first := c.nats[0]
 			c.mu.Unlock()
 			opts.Routes = natsserver.RoutesFromStr("nats-route://" + first.ClusterAddr().String())
+		}
+		if cfg.MonitorPort == 0 {
+			opts.HTTPPort = 0
 		}
 		ns, err := natsserver.NewServer(opts)
 		if err != nil {
