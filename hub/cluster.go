@@ -105,7 +105,7 @@ func (h *Hub) clusterLoop() {
 	defer h.cl.wg.Done()
 	tick := time.NewTicker(h.cfg.HeartbeatInterval / 2)
 	defer tick.Stop()
-	lastBeat := h.now()
+	lastBeat, lastForget := h.now(), h.now()
 	for {
 		select {
 		case <-h.cl.stop:
@@ -118,6 +118,12 @@ func (h *Hub) clusterLoop() {
 			lastBeat = now
 		}
 		h.sweep(now)
+		// Forgetting walks every user of the View: once a minute is
+		// plenty for a ten-minute retention.
+		if now.Sub(lastForget) >= time.Minute {
+			h.view.Forget(now.Add(-viewRetain))
+			lastForget = now
+		}
 	}
 }
 
@@ -157,7 +163,6 @@ func (h *Hub) sweep(now time.Time) {
 			h.watchers.Notify(st)
 		}
 	}
-	h.view.Forget(now.Add(-viewRetain))
 }
 
 // onHeartbeat handles a node's heartbeat: it keeps the node alive, and asks
