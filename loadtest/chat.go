@@ -171,6 +171,7 @@ func runChat(ctx context.Context, cfg *Config, r *Report) error {
 	K := sendSlots(cfg, window)
 	cr := &chatRun{cfg: cfg, e2e: cfg.Recorder.Hist(HistE2E), ack: cfg.Recorder.Hist(HistAck)}
 	d := newDialer(cfg)
+	d.urlFor = chatPlacement(cfg.Placement, len(cfg.URLs))
 	if err := d.needTokens(2 * P); err != nil {
 		return err
 	}
@@ -225,6 +226,9 @@ func runChat(ctx context.Context, cfg *Config, r *Report) error {
 	cr.drain(ctx, 10*time.Second)
 
 	c := &ChatStats{Pairs: P, TargetRate: cfg.Rate, SendErrors: cr.sendErr.snapshot(), LateSends: cr.late.Load()}
+	if len(cfg.URLs) > 1 {
+		c.Placement = cfg.Placement
+	}
 	measure := cr.measure.Load()
 	var inWindow int64
 	for _, p := range cr.pairs {
@@ -260,6 +264,19 @@ func runChat(ctx context.Context, cfg *Config, r *Report) error {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("%d connections ended during the run", dead))
 	}
 	return ctx.Err()
+}
+
+// chatPlacement returns the URL index of chat's connection i over n URLs:
+// pair k's sender is connection 2k, on URL k mod n; its receiver, 2k+1, is
+// on the next URL ("cross") or the same one ("same").
+func chatPlacement(placement string, n int) func(i int) int {
+	return func(i int) int {
+		k := i / 2
+		if i%2 == 1 && placement == "cross" {
+			k++
+		}
+		return k % n
+	}
 }
 
 // sendLoop sends pair p's messages until end, at most max: in the open

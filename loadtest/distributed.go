@@ -1103,6 +1103,7 @@ func mergeCommon(rep *Report, reps []*Report) {
 			rep.URL = r.URL
 		}
 		rep.Conns += r.Conns
+		rep.URLs = mergeURLs(rep.URLs, r.URLs)
 		rep.Dropped += r.Dropped
 		rep.GOMAXPROCS += r.GOMAXPROCS
 		rep.CPU.Seconds += r.CPU.Seconds
@@ -1131,21 +1132,35 @@ func mergeCommon(rep *Report, reps []*Report) {
 	}
 }
 
+// mergeURLs adds an agent's connections per URL to the run's, by URL
+// (agents may have URLs of their own).
+func mergeURLs(into, from []URLConns) []URLConns {
+	for _, f := range from {
+		j := slices.IndexFunc(into, func(u URLConns) bool { return u.URL == f.URL })
+		if j < 0 {
+			into = append(into, URLConns{URL: f.URL})
+			j = len(into) - 1
+		}
+		into[j].Opened += f.Opened
+	}
+	return into
+}
+
 // mergeServerMemory combines the agents' readings of the server's memory
 // (agents on the server's machine, started together): from the earliest
 // reading before connecting to the latest after, over all the agents'
 // connections. Each agent's own figure divides the growth the others
 // caused too by its connections alone. Nil unless every agent read the
-// same process.
+// same process (or the same processes, summed).
 func mergeServerMemory(reps []*Report) *Memory {
 	var out *Memory
 	for _, r := range reps {
-		if r == nil || r.Server == nil || r.Server.Unavailable != "" || (out != nil && r.Server.PID != out.PID) {
+		if r == nil || r.Server == nil || r.Server.Unavailable != "" || (out != nil && (r.Server.PID != out.PID || !slices.Equal(r.Server.PIDs, out.PIDs))) {
 			return nil
 		}
 		m := r.Server
 		if out == nil {
-			out = &Memory{PID: m.PID, BeforeKiB: m.BeforeKiB, AfterKiB: m.AfterKiB}
+			out = &Memory{PID: m.PID, PIDs: m.PIDs, BeforeKiB: m.BeforeKiB, AfterKiB: m.AfterKiB}
 		}
 		out.BeforeKiB, out.AfterKiB = min(out.BeforeKiB, m.BeforeKiB), max(out.AfterKiB, m.AfterKiB)
 		out.Conns += m.Conns
@@ -1235,6 +1250,7 @@ func mergeChat(reps []*Report, metrics map[string]Percentiles) *ChatStats {
 			out = &ChatStats{}
 		}
 		c := r.Chat
+		out.Placement = c.Placement
 		out.Pairs += c.Pairs
 		out.TargetRate += c.TargetRate
 		out.AchievedRate += c.AchievedRate

@@ -29,6 +29,11 @@
 // raw histograms without loss. --slo thresholds set the exit code; Search
 // raises connections or rate step by step until an SLO breaks.
 //
+// Clusters: Config.URLs names several gateways; connection i of a scenario
+// goes to URL i mod n (dialer.urlFor), chat places a pair's two ends on
+// different gateways or one (Config.Placement), fanout's publisher is on
+// the first, and the report counts the connections per URL.
+//
 // Sockets: idle, connect and fanout's subscribers use package lean (epoll
 // reactors, no goroutine per connection, a few hundred bytes each); the
 // other scenarios use package client (one read goroutine per connection). Both spread

@@ -293,7 +293,9 @@ func runFanout(ctx context.Context, cfg *Config, r *Report) (*FanoutStats, error
 		if err != nil {
 			return fs, err
 		}
-		if pub, err = d.dial(ctx, ptok, fr.onPub); err != nil {
+		// The publisher on the first URL; the subscribers round robin
+		// over all of them.
+		if pub, err = d.dialURL(ctx, 0, ptok, fr.onPub); err != nil {
 			return fs, fmt.Errorf("loadtest: fanout: publisher: %w", err)
 		}
 		defer pub.CloseNow()

@@ -399,7 +399,11 @@ pre { background: #f6f6f6; padding: 8px; overflow-x: auto; font-size: 12px; }
 <body>
 <h1>parley loadtest: {{.R.Scenario}}</h1>
 <table class="kv">
+{{- if gt (len .R.URLs) 1}}
+<tr><td>URLs</td><td>{{range $i, $u := .R.URLs}}{{if $i}}, {{end}}{{$u.URL}} ({{$u.Opened}} conns){{end}}{{with .R.Chat}}{{if .Placement}}; chat placement {{.Placement}}{{end}}{{end}}</td></tr>
+{{- else}}
 <tr><td>URL</td><td>{{.R.URL}}</td></tr>
+{{- end}}
 <tr><td>connections</td><td>{{.R.Conns}}</td></tr>
 <tr><td>seed</td><td>{{.R.Seed}}</td></tr>
 <tr><td>tool</td><td>{{.R.Tool}} (report version {{.R.Version}})</td></tr>

@@ -14,7 +14,10 @@ func runIdle(ctx context.Context, cfg *Config, r *Report) error {
 	if err != nil {
 		return err
 	}
-	if cfg.ServerPID > 0 {
+	switch {
+	case len(cfg.ServerPIDs) > 1: // a cluster's servers: their sum
+		r.Server = readBeforeSum(cfg.ServerPIDs)
+	case cfg.ServerPID > 0:
 		r.Server = readBefore(cfg.ServerPID)
 	}
 	r.Tester = readBefore(0)

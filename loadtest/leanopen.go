@@ -26,7 +26,8 @@ type leanHooks struct {
 
 // openLean opens n connections like openAll, with the lean client: no
 // goroutine per connection, a few hundred bytes each, able to answer pings
-// and record close codes but not to send requests. One pool per URL.
+// and record close codes but not to send requests. One pool per URL;
+// connection i goes to URL d.urlFor(i).
 func (d *dialer) openLean(ctx context.Context, n int, rate float64, tokens []string, keep bool) *openResult {
 	return d.openLeanHooked(ctx, n, rate, tokens, keep, leanHooks{})
 }
@@ -62,12 +63,12 @@ func (d *dialer) openLeanHooked(ctx context.Context, n int, rate float64, tokens
 		res.lean = make([]*lean.Conn, n)
 	}
 	d.schedule(ctx, n, rate, res, func(i int, at time.Time, done func()) {
-		k := int(d.next.Add(1) - 1)
 		var src netip.Addr
 		if m := len(d.cfg.SourceAddrs); m > 0 {
-			src = d.cfg.SourceAddrs[k%m]
+			src = d.cfg.SourceAddrs[int(d.next.Add(1)-1)%m]
 		}
-		res.pools[k%len(res.pools)].Dial(src, tokens[i], func(c *lean.Conn, err error) {
+		u := d.urlFor(i)
+		res.pools[u].Dial(src, tokens[i], func(c *lean.Conn, err error) {
 			defer done()
 			if err != nil {
 				res.failed(rec, lean.ErrKind(err), err)
@@ -75,6 +76,7 @@ func (d *dialer) openLeanHooked(ctx context.Context, n int, rate float64, tokens
 			}
 			c.Tag = int32(i) // before any onMessage: done runs first, on the reactor
 			res.opened(rec, at, keep)
+			d.cfg.live.openedOn(u)
 			if keep {
 				d.cfg.live.leanOpened()
 				res.lean[i] = c

@@ -26,8 +26,9 @@ import (
 // Config describes one run. Zero values mean the documented defaults.
 type Config struct {
 	URL string // server base URL, e.g. ws://127.0.0.1:8080; required unless URLs is set
-	// URLs are several servers (gateways), used round robin per connection.
-	// Empty means URL alone.
+	// URLs are several servers (the gateways of a cluster): connection i
+	// of a scenario goes to URLs[i mod len(URLs)] (chat: see Placement;
+	// fanout's publisher goes to URLs[0]). Empty means URL alone.
 	URLs     []string
 	Key      []byte // HS256 key the server accepts, to mint tokens; required unless TokensFile is set
 	Scenario string // Scenarios lists them; required
@@ -86,6 +87,12 @@ type Config struct {
 	// ChurnRate is presence churn: connections dropped and reopened per
 	// second (presence; default 10% of Conns per second).
 	ChurnRate float64
+	// Placement is where chat puts a pair's two ends when there are
+	// several URLs: "cross" (the default: pair k's sender on URL k mod n,
+	// its receiver on URL (k+1) mod n, so every message crosses the
+	// cluster) or "same" (both on URL k mod n). With one URL it changes
+	// nothing; the other scenarios ignore it.
+	Placement string
 	// KillPercent is the share of connections the reconnect storm cuts at
 	// once (storm; default 50).
 	KillPercent float64
@@ -103,7 +110,8 @@ type Config struct {
 	// and a run that needs more tokens than the file holds fails.
 	TokensFile string
 	// ServerPID, if set, is the server process whose VmRSS and CPU are
-	// read; ServerPIDs several (a cluster on this machine).
+	// read; ServerPIDs several (a cluster on this machine): idle sums
+	// their VmRSS, fanout samples the CPU of ServerPID (the first) alone.
 	ServerPID  int
 	ServerPIDs []int
 	// Seed makes user ids, conversation assignment, payloads and jitter
@@ -134,6 +142,9 @@ type Config struct {
 
 // Version is the build's version, for reports (the command sets it).
 var Version = "dev"
+
+// Placements are the values Config.Placement accepts ("" is the default).
+var Placements = []string{"cross", "same"}
 
 // Scenarios are the scenario names Config.Scenario accepts.
 var Scenarios = []string{"idle", "connect", "chat", "group", "fanout", "presence", "storm"}
@@ -171,6 +182,18 @@ func (c *Config) defaults() error {
 	}
 	if c.GroupSize <= 0 {
 		c.GroupSize = 10
+	}
+	switch c.Placement {
+	case "":
+		if len(c.URLs) > 1 && c.Scenario == "chat" {
+			c.Placement = "cross"
+		}
+	case "cross", "same":
+	default:
+		return fmt.Errorf("loadtest: placement %q: want cross or same", c.Placement)
+	}
+	if c.ServerPID == 0 && len(c.ServerPIDs) > 0 {
+		c.ServerPID = c.ServerPIDs[0]
 	}
 	if c.KillPercent <= 0 {
 		c.KillPercent = 50
@@ -346,11 +369,19 @@ func plainWS(urls []string) bool {
 	return true
 }
 
-// preflightInput describes a run that holds files sockets at once.
+// preflightInput describes a run that holds files sockets at once, spread
+// round robin over the URLs (chat's placements and fanout's publisher on
+// the first URL keep the spread even to within one connection).
 func (c *Config) preflightInput(files int) PreflightInput {
 	in := PreflightInput{Conns: files, SourceAddrs: c.SourceAddrs, NoPortBind: true}
-	for _, raw := range c.URLs {
+	n := len(c.URLs)
+	for j, raw := range c.URLs {
 		if u, err := url.Parse(raw); err == nil {
+			share := files / n
+			if j < files%n {
+				share++
+			}
+			in.TargetConns = append(in.TargetConns, share)
 			port := u.Port()
 			switch {
 			case port != "":
@@ -376,7 +407,7 @@ func measured(cfg *Config, files, conns int, scenario func(*Report) error) (*Rep
 		return nil, err
 	}
 	rec := cfg.Recorder
-	cfg.live = newLiveConns(rec)
+	cfg.live = newLiveConns(rec, len(cfg.URLs))
 	rec.Gauge(GaugeOpen, cfg.live.open)
 	rec.Gauge(GaugeTarget, func() int64 { return int64(conns) })
 	rec.Run()
@@ -395,6 +426,7 @@ func measured(cfg *Config, files, conns int, scenario func(*Report) error) (*Rep
 	stopSweep()
 	rec.Stop()
 	rec.fill(r)
+	r.URLs = cfg.live.spread(cfg.URLs)
 	r.CPU = cpuUse(cpu0, cpuTime(), time.Since(wall0), r.GOMAXPROCS)
 	if r.CPU.Saturated {
 		r.Warnings = append(r.Warnings, fmt.Sprintf("the load tester used %.0f%% of its %d CPUs over the run: its latency and rate figures include its own queueing", 100*r.CPU.Utilization, r.GOMAXPROCS))
@@ -404,17 +436,23 @@ func measured(cfg *Config, files, conns int, scenario func(*Report) error) (*Rep
 }
 
 // dialer opens authenticated connections from the configured source
-// addresses.
+// addresses to the configured URLs.
 type dialer struct {
-	cfg     *Config
-	next    atomic.Uint64
+	cfg *Config
+	// urlFor is the index in cfg.URLs of connection i's server, i being
+	// the connection's index in its scenario (in openAll's tokens): i mod
+	// len(URLs) unless the scenario places its connections (chat). Static
+	// after the scenario sets it, before its first dial.
+	urlFor  func(i int) int
+	next    atomic.Uint64 // dials so far: they take the source addresses in turn
 	sem     chan struct{}
 	batches atomic.Uint64 // openAll calls so far: each draws its own arrivals
 	file    tokenFile     // Config.TokensFile, loaded on first use
 }
 
 func newDialer(cfg *Config) *dialer {
-	return &dialer{cfg: cfg, sem: make(chan struct{}, cfg.MaxInFlight)}
+	n := len(cfg.URLs)
+	return &dialer{cfg: cfg, sem: make(chan struct{}, cfg.MaxInFlight), urlFor: func(i int) int { return i % n }}
 }
 
 func (d *dialer) token(user, device string, ttl time.Duration) (string, error) {
@@ -423,7 +461,14 @@ func (d *dialer) token(user, device string, ttl time.Duration) (string, error) {
 	return auth.Mint(d.cfg.Key, c, ttl, time.Now())
 }
 
-func (d *dialer) dial(ctx context.Context, tok string, onEvent func(client.Event)) (*client.Conn, error) {
+// dial opens connection i (see urlFor) with token tok; a reconnect passes
+// the connection's index again, so a client returns to its gateway.
+func (d *dialer) dial(ctx context.Context, i int, tok string, onEvent func(client.Event)) (*client.Conn, error) {
+	return d.dialURL(ctx, d.urlFor(i), tok, onEvent)
+}
+
+// dialURL opens a connection to cfg.URLs[u] with token tok.
+func (d *dialer) dialURL(ctx context.Context, u int, tok string, onEvent func(client.Event)) (*client.Conn, error) {
 	if onEvent == nil {
 		onEvent = func(client.Event) {}
 	}
@@ -440,9 +485,9 @@ func (d *dialer) dial(ctx context.Context, tok string, onEvent func(client.Event
 		},
 		QueueSize: 1,
 	}
-	k := int(d.next.Add(1) - 1)
-	opts.URL = d.cfg.URLs[k%len(d.cfg.URLs)]
+	opts.URL = d.cfg.URLs[u]
 	if n := len(d.cfg.SourceAddrs); n > 0 {
+		k := int(d.next.Add(1) - 1)
 		a := d.cfg.SourceAddrs[k%n]
 		opts.LocalAddr = &net.TCPAddr{IP: a.AsSlice()}
 		opts.DialControl = lean.ControlNoPort // ports per 4-tuple, not per source address
@@ -450,6 +495,7 @@ func (d *dialer) dial(ctx context.Context, tok string, onEvent func(client.Event
 	c, err := client.Dial(ctx, opts)
 	if err == nil && d.cfg.live != nil {
 		d.cfg.live.pingers.Store(c, p)
+		d.cfg.live.openedOn(u)
 	}
 	return c, err
 }
@@ -522,7 +568,7 @@ func (d *dialer) openAll(ctx context.Context, n int, rate float64, tokens []stri
 			if onEvent != nil {
 				fn = onEvent(i)
 			}
-			c, err := d.dial(ctx, tokens[i], fn)
+			c, err := d.dial(ctx, i, tokens[i], fn)
 			if err != nil {
 				res.failed(d.cfg.Recorder, errKind(err), err)
 				return
@@ -729,6 +775,37 @@ type liveConns struct {
 	pingers sync.Map
 	// opened and ended are the recorder's CountConnOK and CountConnClose.
 	opened, ended *atomic.Int64
+	// perURL counts the connections that got their hello, by index in
+	// Config.URLs (reconnects included). Sized by newLiveConns.
+	perURL []atomic.Int64
+}
+
+// openedOn counts a connection to URL u that got its hello.
+func (l *liveConns) openedOn(u int) {
+	if l != nil && u >= 0 && u < len(l.perURL) {
+		l.perURL[u].Add(1)
+	}
+}
+
+// URLConns is how many connections one server got.
+type URLConns struct {
+	URL string `json:"url"`
+	// Opened counts the connections that got their hello there,
+	// reconnects included.
+	Opened int64 `json:"opened"`
+}
+
+// spread returns the connections opened per URL, for the report; a
+// distributed agent with URLs of its own reports its own.
+func (l *liveConns) spread(urls []string) []URLConns {
+	out := make([]URLConns, len(urls))
+	for u, raw := range urls {
+		out[u] = URLConns{URL: raw}
+		if l != nil && u < len(l.perURL) {
+			out[u].Opened = l.perURL[u].Load()
+		}
+	}
+	return out
 }
 
 func (l *liveConns) add(c *client.Conn) {
@@ -753,8 +830,8 @@ func (l *liveConns) closedOne(err error) {
 // resolved beforehand.
 func (l *liveConns) open() int64 { return l.opened.Load() - l.ended.Load() }
 
-func newLiveConns(rec *Recorder) *liveConns {
-	return &liveConns{rec: rec, opened: rec.Counter(CountConnOK), ended: rec.Counter(CountConnClose)}
+func newLiveConns(rec *Recorder, urls int) *liveConns {
+	return &liveConns{rec: rec, opened: rec.Counter(CountConnOK), ended: rec.Counter(CountConnClose), perURL: make([]atomic.Int64, urls)}
 }
 
 // leanOpened counts a lean connection that got its hello.

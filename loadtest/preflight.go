@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,11 @@ type PreflightInput struct {
 	SourceAddrs []netip.Addr
 	// Targets are the servers dialed, host:port; empty counts as one.
 	Targets []string
+	// TargetConns, if set, are the connections to each of Targets (a
+	// target listed twice gets both counts); unset means Conns spread
+	// evenly over the distinct targets. The port budget is per target, so
+	// the busiest one decides.
+	TargetConns []int
 	// NoPortBind: sockets bound to a source address set
 	// IP_BIND_ADDRESS_NO_PORT (lean.ControlNoPort, package lean), so
 	// connect() picks a port unique per 4-tuple instead of bind()
@@ -94,7 +100,8 @@ func RaiseFileLimit() (soft, hard uint64, err error) {
 //
 // The port budget is ip_local_port_range's size × the source addresses
 // (at least one) × the distinct targets: connect() picks a port unique per
-// 4-tuple, so each target has its own ports. A socket bound to a source
+// 4-tuple, so each target has its own ports (with TargetConns, each
+// target's connections must fit in its own share). A socket bound to a source
 // address without IP_BIND_ADDRESS_NO_PORT reserves its port for that
 // address alone, so the targets do not multiply. Ports held by other
 // sockets (TIME_WAIT of an earlier run) are not counted: leave room.
@@ -160,6 +167,9 @@ func preflightPorts(p PreflightInput, h hostLimits) string {
 	ports := h.PortHi - h.PortLo + 1
 	targets := preflightDistinct(p.Targets)
 	srcs := len(p.SourceAddrs)
+	if (srcs == 0 || p.NoPortBind) && len(p.Targets) > 0 && len(p.TargetConns) == len(p.Targets) {
+		return preflightTargetPorts(p, h, ports)
+	}
 	perSrc := ports * targets // ports one source address offers
 	if srcs > 0 && !p.NoPortBind {
 		perSrc = ports
@@ -175,19 +185,50 @@ func preflightPorts(p PreflightInput, h hostLimits) string {
 		msg += fmt.Sprintf(" × %d target(s)", targets)
 	}
 	msg += "): "
+	fixes := preflightPortFixes(p, h, needSrcs)
+	if srcs > 0 && !p.NoPortBind && targets > 1 {
+		fixes = slices.Insert(fixes, 1, "bind with IP_BIND_ADDRESS_NO_PORT so that ports are reused per target")
+	}
+	return msg + strings.Join(fixes, ", or ")
+}
+
+// preflightTargetPorts checks the port budget target by target
+// (PreflightInput.TargetConns): connect() picks a port unique per
+// 4-tuple, so each target offers the whole range per source address, and
+// the busiest target decides.
+func preflightTargetPorts(p PreflightInput, h hostLimits, ports int) string {
+	load := map[string]int{}
+	busiest := ""
+	for j, t := range p.Targets {
+		k := strings.ToLower(strings.TrimSpace(t))
+		load[k] += p.TargetConns[j]
+		if busiest == "" || load[k] > load[busiest] {
+			busiest = k
+		}
+	}
+	n, srcs := load[busiest], max(len(p.SourceAddrs), 1)
+	budget := ports * srcs
+	if n <= budget {
+		return ""
+	}
+	msg := fmt.Sprintf("%d connections to %s need more ephemeral ports than %d (ip_local_port_range %d-%d: %d ports × %d source address(es), per target): ",
+		n, busiest, budget, h.PortLo, h.PortHi, ports, srcs)
+	return msg + strings.Join(preflightPortFixes(p, h, (n+ports-1)/ports), ", or ")
+}
+
+// preflightPortFixes suggests ways to more ports: needSrcs source
+// addresses in all, or a wider range.
+func preflightPortFixes(p PreflightInput, h hostLimits, needSrcs int) []string {
 	var fixes []string
 	if r := preflightLoopbackRange(needSrcs, p.Targets); r != "" {
 		fixes = append(fixes, "add source addresses: --source-addrs "+r)
 	} else {
 		fixes = append(fixes, fmt.Sprintf("add source addresses (--source-addrs, %d in all, each routable to the targets)", needSrcs))
 	}
-	if srcs > 0 && !p.NoPortBind && targets > 1 {
-		fixes = append(fixes, "bind with IP_BIND_ADDRESS_NO_PORT so that ports are reused per target")
-	}
 	if h.PortLo > 1024 || h.PortHi < 65535 {
 		fixes = append(fixes, `widen the range: sysctl -w net.ipv4.ip_local_port_range="1024 65535"`)
 	}
-	return msg + strings.Join(fixes, ", or ")
+	return fixes
 }
 
 // preflightDistinct counts distinct targets, at least one.

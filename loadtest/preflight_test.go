@@ -41,6 +41,12 @@ func TestPreflight(t *testing.T) {
 		{name: "bind reserves ports", in: PreflightInput{Conns: 100000, SourceAddrs: addrs("127.0.0.2-127.0.0.3"), Targets: []string{"127.0.0.1:1", "127.0.0.1:2"}},
 			want: []string{"than 56464", "IP_BIND_ADDRESS_NO_PORT"}},
 		{name: "no-port bind multiplies by targets", in: PreflightInput{Conns: 100000, SourceAddrs: addrs("127.0.0.2-127.0.0.3"), Targets: []string{"127.0.0.1:1", "127.0.0.1:2"}, NoPortBind: true}},
+		// Per target: three gateways hold 3×28232 spread evenly, but not
+		// when two of the URLs are one gateway.
+		{name: "per target, even", in: PreflightInput{Conns: 84696, Targets: []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}, TargetConns: []int{28232, 28232, 28232}}},
+		{name: "per target, busiest", in: PreflightInput{Conns: 60000, Targets: []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:1"}, TargetConns: []int{20000, 20000, 20000}},
+			want: []string{"40000 connections to 127.0.0.1:1 need more ephemeral ports than 28232", "per target", "--source-addrs 127.0.0.2-127.0.0.3"}},
+		{name: "per target, no-port bind", in: PreflightInput{Conns: 90000, SourceAddrs: addrs("127.0.0.2-127.0.0.3"), Targets: []string{"127.0.0.1:1", "127.0.0.1:2"}, TargetConns: []int{45000, 45000}, NoPortBind: true}},
 		{name: "remote target", in: PreflightInput{Conns: 60000, Targets: []string{"10.0.0.7:8080"}},
 			want: []string{"3 in all, each routable"}},
 		{name: "soft limit", in: PreflightInput{Conns: 50000, SourceAddrs: addrs("127.0.0.2-127.0.0.3"), Targets: local},

@@ -146,6 +146,7 @@ type presenceRun struct {
 // what it saw of the users of its circle.
 type presUser struct {
 	idx    int
+	slot   int // in this agent's users: its connection's index, so its gateway
 	user   string
 	tok    string
 	watch  []*presPair          // static after set-up: one per other circle member
@@ -200,7 +201,7 @@ func runPresence(ctx context.Context, cfg *Config, r *Report) (*PresenceStats, e
 	for ci := lo; ci < hi; ci++ {
 		var circle []*presUser
 		for i := first; i < first+sizes[ci]; i++ {
-			u := &presUser{idx: i, user: userID(cfg, "p", i), byUser: map[string]*presPair{}}
+			u := &presUser{idx: i, slot: len(pr.users), user: userID(cfg, "p", i), byUser: map[string]*presPair{}}
 			if u.tok, u.user, err = pr.d.tokenFor(len(pr.users), u.user, "d", window+presenceDrain+time.Hour); err != nil {
 				return nil, err
 			}
@@ -425,7 +426,7 @@ func (pr *presenceRun) churn(ctx context.Context, u *presUser, off time.Duration
 
 	sleep(ctx, off)
 	start := time.Now()
-	c, err := redial(ctx, pr.d, u.tok, pr.onEvent(u, next), rng, &pr.retries)
+	c, err := redial(ctx, pr.d, u.slot, u.tok, pr.onEvent(u, next), rng, &pr.retries)
 	if err != nil {
 		pr.failed.add(errKind(err))
 		return // stays busy: never churned again

@@ -78,9 +78,11 @@ func cpuUse(before, after, wall time.Duration, procs int) CPU {
 	return c
 }
 
-// Memory is a before/after VmRSS reading of one process.
+// Memory is a before/after VmRSS reading of one process, or the sum of
+// several (PIDs: a cluster's servers on this host).
 type Memory struct {
 	PID         int     `json:"pid,omitempty"`
+	PIDs        []int   `json:"pids,omitempty"`
 	BeforeKiB   int64   `json:"before_kib"`
 	AfterKiB    int64   `json:"after_kib"`
 	PerConnKiB  float64 `json:"per_conn_kib"`
@@ -105,11 +107,39 @@ func readBefore(pid int) *Memory {
 	return m
 }
 
+// readBeforeSum is readBefore of several processes, summed.
+func readBeforeSum(pids []int) *Memory {
+	m := &Memory{PIDs: pids}
+	v, err := rssSum(pids)
+	if err != nil {
+		m.Unavailable = err.Error()
+	}
+	m.BeforeKiB = v
+	return m
+}
+
+// rssSum returns the sum of VmRSS of pids in KiB.
+func rssSum(pids []int) (int64, error) {
+	var sum int64
+	for _, pid := range pids {
+		v, err := rssKiB(pid)
+		if err != nil {
+			return 0, err
+		}
+		sum += v
+	}
+	return sum, nil
+}
+
 func (m *Memory) readAfter() {
 	if m.Unavailable != "" {
 		return
 	}
-	v, err := rssKiB(m.PID)
+	read := func() (int64, error) { return rssKiB(m.PID) }
+	if len(m.PIDs) > 0 {
+		read = func() (int64, error) { return rssSum(m.PIDs) }
+	}
+	v, err := read()
 	if err != nil {
 		m.Unavailable = err.Error()
 	}

@@ -16,15 +16,18 @@ const ReportVersion = 1
 
 // Report is a run's result; it marshals to the versioned JSON report.
 type Report struct {
-	Version    int       `json:"version"` // ReportVersion
-	Tool       string    `json:"tool"`    // "parley loadtest" and the build's version
-	Scenario   string    `json:"scenario"`
-	URL        string    `json:"url"`
-	Start      time.Time `json:"start"`
-	End        time.Time `json:"end"`
-	GOMAXPROCS int       `json:"gomaxprocs"`
-	Seed       int64     `json:"seed"`
-	Conns      int       `json:"conns"` // connections the scenario opens (chat: 2 per pair)
+	Version  int    `json:"version"` // ReportVersion
+	Tool     string `json:"tool"`    // "parley loadtest" and the build's version
+	Scenario string `json:"scenario"`
+	URL      string `json:"url"` // the first of URLs
+	// URLs are the servers the run connected to, with how many
+	// connections each got.
+	URLs       []URLConns `json:"urls,omitempty"`
+	Start      time.Time  `json:"start"`
+	End        time.Time  `json:"end"`
+	GOMAXPROCS int        `json:"gomaxprocs"`
+	Seed       int64      `json:"seed"`
+	Conns      int        `json:"conns"` // connections the scenario opens (chat: 2 per pair)
 
 	// Connect is the set-up of idle and chat connections.
 	Connect *ConnectStats `json:"connect,omitempty"`
@@ -116,7 +119,9 @@ func allOpened(r *Report, scenario string, rate float64, n int, res *openResult)
 // ChatStats is the chat scenario's result. Latencies cover messages whose
 // intended send time is after the warm-up.
 type ChatStats struct {
-	Pairs        int              `json:"pairs"`
+	Pairs int `json:"pairs"`
+	// Placement is Config.Placement, with several URLs.
+	Placement    string           `json:"placement,omitempty"`
 	TargetRate   float64          `json:"target_rate"`
 	AchievedRate float64          `json:"achieved_rate"` // acked messages per second in the measured window
 	Sent         int64            `json:"sent"`
@@ -137,6 +142,13 @@ type ChatStats struct {
 // WriteSummary writes a compact human summary.
 func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintf(w, "parley loadtest %s  %s  %d conns  GOMAXPROCS=%d  %s\n", r.Scenario, r.URL, r.Conns, r.GOMAXPROCS, r.End.Sub(r.Start).Round(time.Millisecond))
+	if len(r.URLs) > 1 {
+		parts := make([]string, len(r.URLs))
+		for j, u := range r.URLs {
+			parts[j] = fmt.Sprintf("%s %d", u.URL, u.Opened)
+		}
+		fmt.Fprintf(w, "  connections per URL: %s\n", strings.Join(parts, ", "))
+	}
 	if r.Connect != nil {
 		writeConnect(w, "connect", r.Connect)
 	}
@@ -165,6 +177,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 	if c := r.Chat; c != nil {
 		fmt.Fprintf(w, "  chat: %d pairs, target %.0f msg/s, achieved %.0f msg/s; sent %d acked %d received %d; lost %d dup %d reordered %d unacked %d late sends %d\n",
 			c.Pairs, c.TargetRate, c.AchievedRate, c.Sent, c.Acked, c.Received, c.Lost, c.Duplicated, c.Reordered, c.Unacked, c.LateSends)
+		if c.Placement != "" {
+			fmt.Fprintf(w, "  placement: %s (each pair's sender and receiver on %s)\n", c.Placement, map[string]string{"cross": "different gateways", "same": "one gateway"}[c.Placement])
+		}
 		if len(c.SendErrors) > 0 {
 			fmt.Fprintf(w, "  send errors: %s\n", fmtCounts(c.SendErrors))
 		}

@@ -16,7 +16,7 @@ import (
 var reportFields = []string{
 	"agents", "chat", "connect", "conns", "counters", "dropped", "end", "fanout", "gomaxprocs",
 	"group", "last_met_rate", "metrics", "presence", "scenario", "seed", "server_memory", "slo",
-	"start", "steps", "storm", "tester_cpu", "tester_memory", "timeline", "tool", "url", "version",
+	"start", "steps", "storm", "tester_cpu", "tester_memory", "timeline", "tool", "url", "urls", "version",
 	"warnings",
 }
 

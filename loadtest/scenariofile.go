@@ -54,6 +54,7 @@ type ScenarioFile struct {
 	BodySize     *int           `yaml:"body_size"`
 	ChurnRate    *float64       `yaml:"churn_rate"`
 	KillPercent  *float64       `yaml:"kill_percent"`
+	Placement    *string        `yaml:"placement"`
 	Client       *string        `yaml:"client"`
 	SourceAddrs  *string        `yaml:"source_addrs"` // "127.0.0.2-127.0.0.50", as --source-addrs
 	Seed         *int64         `yaml:"seed"`
@@ -236,6 +237,7 @@ func (sf *ScenarioFile) check() error {
 		{"msg_arrival", sf.MsgArrival, MsgArrivals},
 		{"model", sf.Model, []string{"open", "closed"}},
 		{"client", sf.Client, []string{"lean", "full"}},
+		{"placement", sf.Placement, Placements},
 	} {
 		if err := oneOf(c.key, c.v, c.list); err != nil {
 			return err
@@ -367,6 +369,7 @@ func (sf *ScenarioFile) Apply(cfg *Config) {
 	setF(&cfg.ChurnRate, sf.ChurnRate)
 	setF(&cfg.KillPercent, sf.KillPercent)
 	setS(&cfg.Client, sf.Client)
+	setS(&cfg.Placement, sf.Placement)
 	if sf.SourceAddrs != nil {
 		cfg.SourceAddrs = slices.Clone(sf.addrs)
 	}

@@ -85,6 +85,7 @@ func TestScenarioFileErrors(t *testing.T) {
 		{"duration without unit", "warmup: 10\n", []string{":1: warmup", "`10`", "such as 10s"}},
 		{"not a number", "conns: many\n", []string{":1: conns", "many"}},
 		{"bad scenario", "\nscenario: chatty\n", []string{":2: scenario", `"chatty"`, "want one of"}},
+		{"bad placement", "placement: diagonal\n", []string{":1: placement", "diagonal"}},
 		{"bad model", "model: half-open\n", []string{":1: model", "half-open"}},
 		{"bad arrival", "msg_arrival: ramp\n", []string{":1: msg_arrival", "ramp"}},
 		{"negative conns", "conns: -5\n", []string{":1: conns", "-5"}},

@@ -442,7 +442,7 @@ func (sr *stormRun) cutAndRecover(ctx context.Context, sc *stormConn, jitter tim
 
 	sleep(ctx, time.Until(cutAt.Add(jitter)))
 	intended := time.Now()
-	c, err := redial(ctx, sr.d, sc.tok, sr.onEvent(sc, next), rng, &sr.retries)
+	c, err := redial(ctx, sr.d, sc.slot, sc.tok, sr.onEvent(sc, next), rng, &sr.retries)
 	if err != nil {
 		sr.failed.add(errKind(err))
 		sc.mu.Lock()
@@ -620,13 +620,14 @@ func (sr *stormRun) tally(ss *StormStats) {
 	ss.SendErrors = sr.sendErr.snapshot()
 }
 
-// redial dials tok again the way a client reconnects: it retries what
+// redial dials connection i (to its gateway: see dialer.urlFor) with tok
+// again the way a client reconnects: it retries what
 // retryable allows, after a full-jitter backoff (and at least the server's
 // retry_after_ms), at most reconnectAttempts dials, counting each retried
 // failure by kind in retries.
-func redial(ctx context.Context, d *dialer, tok string, onEvent func(client.Event), rng *rand.Rand, retries *counts) (*client.Conn, error) {
+func redial(ctx context.Context, d *dialer, i int, tok string, onEvent func(client.Event), rng *rand.Rand, retries *counts) (*client.Conn, error) {
 	for attempt := 0; ; attempt++ {
-		c, err := d.dial(ctx, tok, onEvent)
+		c, err := d.dial(ctx, i, tok, onEvent)
 		if err == nil {
 			return c, nil
 		}

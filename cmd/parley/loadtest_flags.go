@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,7 +20,7 @@ type loadtestFlags struct {
 	fs *flag.FlagSet
 
 	url, dataDir, key, tokensFile, scenario, steps, srcAddrs, serverPIDs *string
-	arrival, msgArrival, model, client                                   *string
+	arrival, msgArrival, model, client, placement                        *string
 	conns, inflight, groupSize, bodySize                                 *int
 	rate, connectRate, churnRate, killPercent                            *float64
 	stepDur, duration, warmup, settle, ramp, think                       *time.Duration
@@ -44,7 +45,7 @@ func addLoadtestFlags(fs *flag.FlagSet) *loadtestFlags {
 		searchMax:      fs.Float64("search-max", 0, "search: highest value to try (0: no bound but --search-max-steps)"),
 		searchMaxSteps: fs.Int("search-max-steps", 10, "search: most steps to run (at most 100)"),
 		searchPause:    fs.Duration("search-pause", 2*time.Second, "search: pause between steps while the server closes the previous step's connections"),
-		url:            fs.String("url", "ws://127.0.0.1:8080", "server base URL; a comma-separated list spreads connections over several gateways"),
+		url:            fs.String("url", "ws://127.0.0.1:8080", "server base URL; a comma-separated list of a cluster's gateways spreads the connections round robin (connection i on URL i mod n; chat: see --placement; fanout: publisher on the first)"),
 		dataDir:        fs.String("data-dir", "./data", "the server's data directory, for its dev signing key (tokens are minted with it)"),
 		key:            fs.String("key-file", "", "file holding the HS256 signing key the server accepts (instead of the data directory's dev key)"),
 		tokensFile:     fs.String("tokens-file", "", "file of JWTs, one per line, used instead of minting tokens"),
@@ -66,6 +67,7 @@ func addLoadtestFlags(fs *flag.FlagSet) *loadtestFlags {
 		bodySize:       fs.Int("body-size", 0, "chat, group: pad message bodies to this many bytes"),
 		churnRate:      fs.Float64("churn-rate", 0, "presence: connections dropped and reopened per second (default 10% of --conns)"),
 		killPercent:    fs.Float64("kill-percent", 50, "storm: share of connections cut at once"),
+		placement:      fs.String("placement", "", "chat with several --url: cross (default: a pair's sender and receiver on different gateways) or same (both on one)"),
 		client:         fs.String("client", "", "lean (epoll, no goroutine per socket; default for idle, connect and fanout's subscribers on ws:// URLs) or full"),
 		srcAddrs:       fs.String("source-addrs", "", "local addresses to dial from, e.g. 127.0.0.2-127.0.0.50 (empty: kernel's choice)"),
 		serverPIDs:     fs.String("server-pid", "", "server process id(s), comma-separated, to read their VmRSS and CPU use"),
@@ -85,12 +87,19 @@ func (f *loadtestFlags) config() (loadtest.Config, error) {
 		Arrival: *f.arrival, Ramp: *f.ramp, MsgArrival: *f.msgArrival, Model: *f.model, Think: *f.think,
 		StepDuration: *f.stepDur, Duration: *f.duration, Warmup: *f.warmup, Settle: *f.settle,
 		GroupSize: *f.groupSize, BodySize: *f.bodySize, ChurnRate: *f.churnRate, KillPercent: *f.killPercent,
-		Client: *f.client, TokensFile: *f.tokensFile, Seed: *f.seed, MaxInFlight: *f.inflight,
+		Client: *f.client, Placement: *f.placement, TokensFile: *f.tokensFile, Seed: *f.seed, MaxInFlight: *f.inflight,
 	}
 	for _, u := range strings.Split(*f.url, ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			cfg.URLs = append(cfg.URLs, u)
 		}
+	}
+	if len(cfg.URLs) == 0 {
+		return cfg, fmt.Errorf("bad --url %q: no URL", *f.url)
+	}
+	cfg.URL = cfg.URLs[0]
+	if cfg.Placement != "" && !slices.Contains(loadtest.Placements, cfg.Placement) {
+		return cfg, fmt.Errorf("bad --placement %q: want %s", cfg.Placement, strings.Join(loadtest.Placements, " or "))
 	}
 	if cfg.TokensFile == "" {
 		var err error

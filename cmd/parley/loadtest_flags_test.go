@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +92,40 @@ func TestScenarioFileFlagErrors(t *testing.T) {
 	_, err := parseLoadtestFlags(t, "--scenario-file", path).config()
 	if err == nil || !strings.Contains(err.Error(), "bad.yaml:2: connect_rate") {
 		t.Errorf("error %v, want the file, line and key", err)
+	}
+}
+
+// TestClusterFlags: --url takes a cluster's gateways, comma-separated,
+// and --placement cross or same; anything else is bad usage, exit 2,
+// before anything runs.
+func TestClusterFlags(t *testing.T) {
+	cfg, err := parseLoadtestFlags(t, "--scenario", "chat", "--url", "ws://127.0.0.1:8081, ws://127.0.0.1:8082,,ws://127.0.0.1:8083", "--placement", "same").config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"ws://127.0.0.1:8081", "ws://127.0.0.1:8082", "ws://127.0.0.1:8083"}
+	if !slices.Equal(cfg.URLs, want) || cfg.URL != want[0] || cfg.Placement != "same" {
+		t.Errorf("urls %q url %q placement %q", cfg.URLs, cfg.URL, cfg.Placement)
+	}
+	if cfg, err = parseLoadtestFlags(t, "--url", "ws://127.0.0.1:8081,ws://127.0.0.1:8082").config(); err != nil || cfg.Placement != "" || len(cfg.URLs) != 2 {
+		t.Errorf("placement %q (the library's default is cross), urls %q, %v", cfg.Placement, cfg.URLs, err)
+	}
+
+	key := filepath.Join(t.TempDir(), "key")
+	if err := os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--placement", "diagonal"}, `bad --placement "diagonal": want cross or same`},
+		{[]string{"--url", " , "}, `bad --url " , ": no URL`},
+	} {
+		var out, errb strings.Builder
+		args := append([]string{"loadtest", "--key-file", key, "--scenario", "chat", "--url", "ws://127.0.0.1:1,ws://127.0.0.1:2"}, tc.args...)
+		if code := run(args, &out, &errb); code != exitUsage || !strings.Contains(errb.String(), tc.want) || out.Len() != 0 {
+			t.Errorf("%q: exit %d, stderr %q, stdout %q; want exit 2 and %q", tc.args, code, errb.String(), out.String(), tc.want)
+		}
 	}
 }
