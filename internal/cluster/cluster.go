@@ -90,9 +90,11 @@ func Start(cfg Config) (c *Cluster, err error) {
 		cfg.Logger = slog.Default()
 	}
 	c = &Cluster{cfg: cfg, log: cfg.Logger}
+	started := c
+	// On failure, stop what was started (c itself is nil by then).
 	defer func() {
 		if err != nil {
-			c.Close()
+			started.Close()
 		}
 	}()
 	if err := c.startNATS(); err != nil {
