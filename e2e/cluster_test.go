@@ -720,3 +720,36 @@ func TestClusterBusOverflow(t *testing.T) {
 		t.Fatal("bus dropped deliveries but no client was made to resync")
 	}
 }
+
+// Live topics across nodes: a driver publishes on node 1 while nobody
+// listens; a rider who subscribes on node 2 gets the last value at once
+// (from node 1), then the next values live.
+func TestClusterTopicLastValue(t *testing.T) {
+	tc := startCluster(t)
+	ctx := ctxT(t, 20*time.Second)
+	driver := dialURL(t, tc.c.URL(0), mint(t, tc.key, "d42", "car", time.Hour, func(c *auth.Claims) {
+		c.Topics.Pub = []string{"driver.{sub}.location"}
+	}))
+	for i := 1; i <= 3; i++ {
+		if err := driver.Publish(ctx, "driver.d42.location", []byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rider := dialURL(t, tc.c.URL(1), mint(t, tc.key, "r1", "phone", time.Hour, func(c *auth.Claims) {
+		c.Topics.Sub = []string{"driver.*.location"}
+	}))
+	if err := rider.Subscribe(ctx, "driver.d42.location"); err != nil {
+		t.Fatal(err)
+	}
+	ev := nextOf(t, ctx, rider, "the last value", client.Event.TopicEvent, func(te client.TopicEvent) bool { return true })
+	if string(ev.Data) != `{"n":3}` {
+		t.Fatalf("first value %s, want the last one published, {\"n\":3}", ev.Data)
+	}
+	if err := driver.Publish(ctx, "driver.d42.location", []byte(`{"n":4}`)); err != nil {
+		t.Fatal(err)
+	}
+	ev = nextOf(t, ctx, rider, "the next value", client.Event.TopicEvent, func(te client.TopicEvent) bool { return true })
+	if string(ev.Data) != `{"n":4}` {
+		t.Fatalf("next value %s, want {\"n\":4}", ev.Data)
+	}
+}

@@ -239,6 +239,9 @@ func (h *Hub) Start() error {
 	if err := h.startCluster(); err != nil {
 		return err
 	}
+	if err := h.startTopicLast(); err != nil {
+		return fmt.Errorf("hub: subscribe topic last values: %w", err)
+	}
 	return h.nc.Flush()
 }
 

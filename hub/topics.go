@@ -145,7 +145,9 @@ func (h *Hub) Subscribe(s Session, name string) error {
 // event per topic, the newest.
 func topicKey(name string) string { return "e:" + name }
 
-// OfferLast offers s the topic's last value, if there is one.
+// OfferLast offers s the topic's last value, if there is one here; if not,
+// it asks the other nodes of the cluster and offers their newest answer
+// when it arrives (topiclast.go).
 func (h *Hub) OfferLast(s Session, name string) {
 	sh := h.topics.shard(name)
 	sh.mu.Lock()
@@ -156,7 +158,9 @@ func (h *Hub) OfferLast(s Session, name string) {
 	sh.mu.Unlock()
 	if last != nil {
 		s.Offer(topicKey(name), last)
+		return
 	}
+	h.fetchLast(s, name)
 }
 
 // Unsubscribe removes s from a topic.
