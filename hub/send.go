@@ -109,8 +109,16 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, storage.ErrConflict) || attempt == maxSeqAttempts {
+		if !errors.Is(err, storage.ErrConflict) {
 			return protocol.Ack{}, h.storageErr("append", err)
+		}
+		if attempt == maxSeqAttempts {
+			return protocol.Ack{}, errUnavailable("conversation contended by other nodes, retry")
+		}
+		if attempt > 2 {
+			// Still racing: most likely this client message's first
+			// attempt is committing on another node. Give it a moment.
+			time.Sleep(time.Duration(attempt) * 250 * time.Microsecond)
 		}
 		// Another node took this seq, or is storing this very client
 		// message: it may have been stored meanwhile.
