@@ -241,6 +241,7 @@ func (h *Hub) onBroadcast(msg *nats.Msg) {
 func (h *Hub) recoverHandler(what string) {
 	if r := recover(); r != nil {
 		h.m.busErrors.Inc()
+		h.m.busPanics.Add(1)
 		h.log.Error("panic handling a bus message", "subject", what, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 	}
 }

@@ -3,6 +3,7 @@ package hub
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -89,14 +90,14 @@ func waitFor(tb testing.TB, what string, cond func() bool) {
 
 func TestBusRoundTrip(t *testing.T) {
 	d := delivery{origin: 7, flags: flagEphemeral | flagExcludeUser, conv: "g:1", exclude: 99, excludeUser: "u",
-		extra: []string{"a", "b"}, key: "k", ts: -5, frame: []byte(`{"x":1}`)}
+		extra: []string{"a", "b"}, key: "k", ts: -5, seq: 1 << 40, frame: []byte(`{"x":1}`)}
 	b := d.encode()
 	got, err := decodeDelivery(b[1:])
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got.origin != 7 || got.flags != d.flags || got.conv != "g:1" || got.exclude != 99 || got.excludeUser != "u" ||
-		len(got.extra) != 2 || got.key != "k" || got.ts != -5 || string(got.frame) != `{"x":1}` {
+		len(got.extra) != 2 || got.key != "k" || got.ts != -5 || got.seq != 1<<40 || string(got.frame) != `{"x":1}` {
 		t.Fatalf("got %+v", got)
 	}
 	for i := 1; i < len(b)-len(d.frame); i++ {
@@ -111,6 +112,28 @@ func FuzzDecodeDelivery(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_, _ = decodeDelivery(b) // must not panic or allocate without bound
+	})
+}
+
+// FuzzOnBroadcast feeds arbitrary payloads of every kind to the bus
+// handler of a running hub: they are counted as bad, never a panic (the
+// handler recovers panics, so the fuzz checks the panic counter).
+func FuzzOnBroadcast(f *testing.F) {
+	hb := []byte{kindHeartbeat, 0, 0, 0, 0, 0, 0, 0, 9}
+	hb = binary.AppendUvarint(hb, 3)
+	hb = appendStr(appendStr(hb, "n"), "a:1")
+	pres := append([]byte{kindPresence, 0, 0, 0, 0, 0, 0, 0, 9, 1}, `{"User":"u","Online":true,"Devices":["d"]}`...)
+	for _, seed := range [][]byte{hb, pres, (&delivery{conv: "c", seq: 2, frame: []byte("{}")}).encode(),
+		append([]byte{kindMembers, 0, 0, 0, 0, 0, 0, 0, 1}, 1, 'c'), {kindPresence}, {0xff}} {
+		f.Add(seed)
+	}
+	h := startHub(f)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		before := h.m.busPanics.Load()
+		h.onBroadcast(&nats.Msg{Subject: subjBroadcast, Data: b})
+		if h.m.busPanics.Load() != before {
+			t.Fatalf("payload %q panicked the bus handler", b)
+		}
 	})
 }
 

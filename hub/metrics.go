@@ -1,6 +1,10 @@
 package hub
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Metrics are the hub's Prometheus collectors.
 type Metrics struct {
@@ -10,6 +14,7 @@ type Metrics struct {
 	seqConflicts     prometheus.Counter
 	rerouted         prometheus.Counter
 	topicLastFetched prometheus.Counter
+	busPanics        atomic.Int64 // bus handler panics recovered (also counted in busErrors); tests read it
 	nodes            prometheus.Gauge
 	nodesLost        prometheus.Counter
 	presenceGaps     prometheus.Counter
