@@ -82,6 +82,9 @@ func testTracker(t *testing.T, cfg Config) (*Tracker, *fakeClock, *recorder) {
 	tr.manual = true
 	go tr.run()
 	t.Cleanup(tr.Close)
+	// The goroutine's first pass runs as soon as it is scheduled; wait for
+	// it here, or it may publish in the middle of a test's first steps.
+	tr.pass(t)
 	return tr, clk, rec
 }
 
