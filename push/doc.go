@@ -1,8 +1,12 @@
-// Package push will own offline delivery: device push tokens, a durable
-// push queue, and the APNs (sideshow/apns2) and FCM HTTP v1 senders that wake
-// devices without a live session. It is built in its own issue; until then
-// the delivery contract's "an offline device also gets a push" is not met,
-// and offline devices catch up by sync when they reconnect.
+// Package push owns offline delivery: the notifications that wake devices
+// without a live session, the provider senders (APNs in push/apns, FCM HTTP
+// v1 in push/fcm), and the durable queue between the delivery path and them.
 //
-// It must not know about sockets; it consumes delivery events from the hub.
+// This file set defines what every part shares: a Notification (one push to
+// one device), the Provider interface the senders implement, and the Result
+// a provider answer maps to — which decides whether a token is dropped, a
+// push retried (with the provider's Retry-After) or given up.
+//
+// The package must not know about sockets or the wire protocol, and must
+// never log a device token in full (Redact) or a message's text.
 package push
