@@ -122,6 +122,32 @@ const (
 	MaxPage     = 1000
 )
 
+// Device is one device's push registration. A (Platform, Topic, Token)
+// triple belongs to at most one (User, ID): registering it for another
+// device takes it away from the old one (a token moves with a re-login to
+// another user, and the old user must get no more notifications on it).
+type Device struct {
+	User     string `json:"user"`
+	ID       string `json:"device"`   // the device id of the user's sessions (JWT did)
+	Platform string `json:"platform"` // "ios" (APNs) or "android" (FCM)
+	Token    string `json:"token"`    // provider token
+	Topic    string `json:"topic"`    // app bundle id / app
+	Sandbox  bool   `json:"sandbox,omitempty"`
+	Locale   string `json:"locale,omitempty"`
+	// Muted lists conversations this device wants no pushes for.
+	Muted []string `json:"muted,omitempty"`
+	// HideText sends pushes without message text.
+	HideText  bool      `json:"hide_text,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Device limits.
+const (
+	MaxDevicesPerUser = 32
+	MaxMuted          = 1000
+	MaxTokenLen       = 4096
+)
+
 // ReceiptKind names a watermark.
 type ReceiptKind string
 
@@ -180,6 +206,20 @@ type Store interface {
 	// and reports whether it moved; a seq not above the stored one is
 	// ignored (raised is false). ErrNotFound if the user is not a member.
 	SetWatermark(ctx context.Context, conv, user string, kind ReceiptKind, seq uint64) (raised bool, err error)
+
+	// PutDevice stores d (replacing the user's device of the same ID) and
+	// takes d's (Platform, Topic, Token) away from any other device that
+	// held it (that device is removed). It returns ErrExists if the user has
+	// MaxDevicesPerUser other devices already.
+	PutDevice(ctx context.Context, d Device) error
+	// RemoveDevice removes a user's device; ErrNotFound if there is none.
+	RemoveDevice(ctx context.Context, user, device string) error
+	// Devices returns a user's devices, ordered by ID.
+	Devices(ctx context.Context, user string) ([]Device, error)
+	// DropToken removes the device that holds (platform, topic, token),
+	// if any (a provider said the token is dead). A device that registered
+	// a new token meanwhile is left alone.
+	DropToken(ctx context.Context, platform, topic, token string) error
 
 	// Close flushes and closes the store. Calls after Close return ErrClosed.
 	Close() error

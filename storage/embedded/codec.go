@@ -23,6 +23,25 @@ import (
 //	uvarint  len, bytes   meta (len 0 decodes as nil)
 //	[uvarint len, bytes   kind, only if kind byte is 0]
 //
+// Device values (devices.go) are binary too, version 1; User and ID live in
+// the key:
+//
+//	byte     version (1)
+//	byte     platform: 1 ios, 2 android
+//	byte     flags: 1 sandbox, 2 hide text
+//	varint   updated at, unix seconds (zig-zag)
+//	uvarint  updated at, nanoseconds within the second
+//	uvarint  len, bytes   token
+//	uvarint  len, bytes   topic
+//	uvarint  len, bytes   locale
+//	uvarint  count, then count times: uvarint len, bytes   muted conversation
+//
+// A token index value names the device that holds the token:
+//
+//	byte     version (1)
+//	uvarint  len, bytes   user
+//	uvarint  len, bytes   device
+//
 // Metadata (conversations, members) is JSON: it is small, rarely read in
 // bulk, and JSON keeps it readable with pebble's tools.
 const messageVersion = 1
@@ -131,29 +150,34 @@ type strReader struct {
 }
 
 func (r *strReader) next() string {
-	if r.bad {
-		return ""
-	}
-	var n uint64
-	for shift, i := uint(0), 0; ; shift, i = shift+7, i+1 {
-		if i >= len(r.s) || i == binary.MaxVarintLen64 {
-			r.bad = true
-			return ""
-		}
-		c := r.s[i]
-		n |= uint64(c&0x7f) << shift
-		if c < 0x80 {
-			r.s = r.s[i+1:]
-			break
-		}
-	}
-	if n > uint64(len(r.s)) {
+	n := r.uvarint()
+	if r.bad || n > uint64(len(r.s)) {
 		r.bad = true
 		return ""
 	}
 	out := r.s[:n]
 	r.s = r.s[n:]
 	return out
+}
+
+// uvarint reads one uvarint; after an error it returns 0 and bad is set.
+func (r *strReader) uvarint() uint64 {
+	if r.bad {
+		return 0
+	}
+	var n uint64
+	for shift, i := uint(0), 0; ; shift, i = shift+7, i+1 {
+		if i >= len(r.s) || i == binary.MaxVarintLen64 {
+			r.bad = true
+			return 0
+		}
+		c := r.s[i]
+		n |= uint64(c&0x7f) << shift
+		if c < 0x80 {
+			r.s = r.s[i+1:]
+			return n
+		}
+	}
 }
 
 // memberValue is the stored part of a storage.Member; Conv and User are in
@@ -178,4 +202,105 @@ func decodeMember(conv, user string, v []byte) (storage.Member, error) {
 		Conv: conv, User: user, Role: mv.Role, JoinedAt: mv.JoinedAt,
 		DeliveredSeq: mv.Delivered, ReadSeq: mv.Read,
 	}, nil
+}
+
+const (
+	deviceVersion     = 1
+	tokenOwnerVersion = 1
+
+	platformIOS     byte = 1
+	platformAndroid byte = 2
+
+	flagSandbox  byte = 1
+	flagHideText byte = 2
+)
+
+// appendDevice appends the value encoding of d to dst. d.Platform must be
+// storage's "ios" or "android" (PutDevice checks it).
+func appendDevice(dst []byte, d *storage.Device) []byte {
+	platform := platformIOS
+	if d.Platform == "android" {
+		platform = platformAndroid
+	}
+	var flags byte
+	if d.Sandbox {
+		flags |= flagSandbox
+	}
+	if d.HideText {
+		flags |= flagHideText
+	}
+	dst = append(dst, deviceVersion, platform, flags)
+	dst = binary.AppendVarint(dst, d.UpdatedAt.Unix())
+	dst = binary.AppendUvarint(dst, uint64(d.UpdatedAt.Nanosecond()))
+	dst = appendBytes(dst, d.Token)
+	dst = appendBytes(dst, d.Topic)
+	dst = appendBytes(dst, d.Locale)
+	dst = binary.AppendUvarint(dst, uint64(len(d.Muted)))
+	for _, c := range d.Muted {
+		dst = appendBytes(dst, c)
+	}
+	return dst
+}
+
+// decodeDevice decodes the device value of (user, id). UpdatedAt comes back
+// in UTC; Muted is nil when empty. Like decodeMessage it converts v to a
+// string once and slices the string fields out of it.
+func decodeDevice(user, id string, v []byte) (storage.Device, error) {
+	if len(v) < 3 || v[0] != deviceVersion || v[2]&^(flagSandbox|flagHideText) != 0 {
+		return storage.Device{}, errBadValue
+	}
+	d := storage.Device{User: user, ID: id, Sandbox: v[2]&flagSandbox != 0, HideText: v[2]&flagHideText != 0}
+	switch v[1] {
+	case platformIOS:
+		d.Platform = "ios"
+	case platformAndroid:
+		d.Platform = "android"
+	default:
+		return storage.Device{}, errBadValue
+	}
+	sec, n := binary.Varint(v[3:])
+	if n <= 0 {
+		return storage.Device{}, errBadValue
+	}
+	r := strReader{s: string(v[3+n:])}
+	nsec := r.uvarint()
+	if nsec >= 1e9 {
+		return storage.Device{}, errBadValue
+	}
+	d.UpdatedAt = time.Unix(sec, int64(nsec)).UTC()
+	d.Token = r.next()
+	d.Topic = r.next()
+	d.Locale = r.next()
+	// Every muted entry takes at least its length byte, which bounds the
+	// count by what is left before anything is allocated.
+	if count := r.uvarint(); count > 0 && count <= uint64(len(r.s)) {
+		d.Muted = make([]string, count)
+		for i := range d.Muted {
+			d.Muted[i] = r.next()
+		}
+	} else if count > 0 {
+		r.bad = true
+	}
+	if r.bad || r.s != "" {
+		return storage.Device{}, errBadValue
+	}
+	return d, nil
+}
+
+// appendTokenOwner appends the token index value naming (user, device).
+func appendTokenOwner(dst []byte, user, device string) []byte {
+	dst = append(dst, tokenOwnerVersion)
+	return appendBytes(appendBytes(dst, user), device)
+}
+
+func decodeTokenOwner(v []byte) (user, device string, err error) {
+	if len(v) < 1 || v[0] != tokenOwnerVersion {
+		return "", "", errBadValue
+	}
+	r := strReader{s: string(v[1:])}
+	user, device = r.next(), r.next()
+	if r.bad || r.s != "" {
+		return "", "", errBadValue
+	}
+	return user, device, nil
 }

@@ -2,7 +2,10 @@ package embedded
 
 import (
 	"bytes"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/parley-im/parley/storage"
 )
@@ -62,4 +65,61 @@ func TestDecodeMessageAllocs(t *testing.T) {
 	if allocs > 1 {
 		t.Fatalf("decodeMessage without Meta: %v allocations, want 1", allocs)
 	}
+}
+
+func sameDevice(a, b storage.Device) bool {
+	return a.User == b.User && a.ID == b.ID && a.Platform == b.Platform && a.Token == b.Token &&
+		a.Topic == b.Topic && a.Sandbox == b.Sandbox && a.Locale == b.Locale &&
+		slices.Equal(a.Muted, b.Muted) && a.HideText == b.HideText && a.UpdatedAt.Equal(b.UpdatedAt)
+}
+
+// FuzzDeviceRoundTrip encodes devices with arbitrary fields; muted is split
+// at commas into the muted list.
+func FuzzDeviceRoundTrip(f *testing.F) {
+	f.Add(true, "tok", "im.parley", "en", "c1,c2", true, true, int64(1_700_000_000), int64(123_000_000))
+	f.Add(false, "", "", "", "", false, false, int64(0), int64(0))
+	f.Add(false, "\x00\xff", "日本", "x", ",,", false, true, int64(-62135596800), int64(999_999_999))
+	f.Fuzz(func(t *testing.T, ios bool, token, topic, locale, muted string, sandbox, hide bool, sec, nsec int64) {
+		d := storage.Device{User: "u", ID: "d", Platform: "android", Token: token, Topic: topic, Locale: locale,
+			Sandbox: sandbox, HideText: hide, UpdatedAt: time.Unix(sec, nsec).UTC()}
+		if ios {
+			d.Platform = "ios"
+		}
+		if muted != "" {
+			d.Muted = strings.Split(muted, ",")
+		}
+		got, err := decodeDevice("u", "d", appendDevice(nil, &d))
+		if err != nil || !sameDevice(got, d) {
+			t.Fatalf("round trip:\n got %+v, %v\nwant %+v", got, err, d)
+		}
+		user, device, err := decodeTokenOwner(appendTokenOwner(nil, token, topic))
+		if err != nil || user != token || device != topic {
+			t.Fatalf("token owner round trip: %q, %q, %v", user, device, err)
+		}
+	})
+}
+
+// FuzzDecodeDevice feeds arbitrary bytes to the device and token owner
+// decoders: they must not panic, and what they accept must survive a round
+// trip.
+func FuzzDecodeDevice(f *testing.F) {
+	d := storage.Device{Platform: "ios", Token: "t", Topic: "p", Locale: "en", Muted: []string{"a", ""}, Sandbox: true, UpdatedAt: time.Unix(5, 6)}
+	f.Add(appendDevice(nil, &d))
+	f.Add(appendTokenOwner(nil, "u", "d"))
+	f.Add([]byte{1, 2, 0, 0, 0, 0, 0, 0, 0x80})
+	f.Add([]byte{1, 1, 4, 0, 0, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, v []byte) {
+		if got, err := decodeDevice("u", "d", v); err == nil {
+			again, err := decodeDevice("u", "d", appendDevice(nil, &got))
+			if err != nil || !sameDevice(again, got) {
+				t.Fatalf("re-encoding %+v: %+v, %v", got, again, err)
+			}
+		}
+		if user, device, err := decodeTokenOwner(v); err == nil {
+			u2, d2, err := decodeTokenOwner(appendTokenOwner(nil, user, device))
+			if err != nil || u2 != user || d2 != device {
+				t.Fatalf("re-encoding token owner %q/%q: %q/%q, %v", user, device, u2, d2, err)
+			}
+		}
+	})
 }

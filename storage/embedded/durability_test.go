@@ -29,6 +29,9 @@ func TestEveryWriteSyncs(t *testing.T) {
 	}
 	defer s.Close()
 	conv := storage.Conversation{ID: "c", Kind: storage.KindGroup}
+	dev := storage.Device{User: "u", ID: "phone", Platform: "ios", Token: "tok", Topic: "app"}
+	moved := dev
+	moved.User = "w"
 	writes := []struct {
 		name  string
 		call  func() error
@@ -46,6 +49,13 @@ func TestEveryWriteSyncs(t *testing.T) {
 		{"AppendMessages", func() error { return s.AppendMessages(ctx, []storage.Message{{Conv: "c", Seq: 1, CMID: "x"}}) }, 1},
 		{"AppendMessages(nil)", func() error { return s.AppendMessages(ctx, nil) }, 0},
 		{"RemoveMember", func() error { return s.RemoveMember(ctx, "c", "v") }, 1},
+		{"PutDevice", func() error { return s.PutDevice(ctx, dev) }, 1},
+		{"PutDevice(same)", func() error { return s.PutDevice(ctx, dev) }, 0},
+		{"PutDevice(token moves)", func() error { return s.PutDevice(ctx, moved) }, 1},
+		{"RemoveDevice", func() error { return s.RemoveDevice(ctx, "w", "phone") }, 1},
+		{"PutDevice(again)", func() error { return s.PutDevice(ctx, dev) }, 1},
+		{"DropToken", func() error { return s.DropToken(ctx, "ios", "app", "tok") }, 1},
+		{"DropToken(unknown)", func() error { return s.DropToken(ctx, "ios", "app", "tok") }, 0},
 	}
 	for _, w := range writes {
 		before := fs.walSyncs()

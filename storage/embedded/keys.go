@@ -18,6 +18,8 @@ import (
 //	0x03 str(user) str(conv)                      -> empty (user_convs)
 //	0x04 str(conv) u64(bucket) u64(seq)           -> message (binary, codec.go)
 //	0x05 str(conv) str(sender) str(cmid)          -> u64(seq)
+//	0x06 str(user) str(device)                    -> device (binary, codec.go)
+//	0x07 str(platform) str(topic) str(token)      -> token owner (binary, codec.go)
 //
 // str(s) escapes every 0x00 byte of s as 0x00 0xFF and terminates s with
 // 0x00 0x01; u64 is 8 bytes big-endian. Invariants this buys, which the rest
@@ -43,6 +45,8 @@ const (
 	tableUserConv byte = 0x03
 	tableMessage  byte = 0x04
 	tableClientID byte = 0x05
+	tableDevice   byte = 0x06
+	tableToken    byte = 0x07
 )
 
 const (
@@ -175,4 +179,21 @@ func clientIDKeyLen(conv, sender, cmid string) int {
 
 func appendClientIDKey(dst []byte, conv, sender, cmid string) []byte {
 	return appendStr(appendStr(appendStr(append(dst, tableClientID), conv), sender), cmid)
+}
+
+func deviceKey(user, device string) []byte {
+	k := make([]byte, 0, 1+strLen(user)+strLen(device))
+	return appendStr(appendStr(append(k, tableDevice), user), device)
+}
+
+// devicesPrefix is the prefix of every device key of user.
+func devicesPrefix(user string) []byte {
+	k := make([]byte, 0, 1+strLen(user))
+	return appendStr(append(k, tableDevice), user)
+}
+
+// tokenKey is the token index key of a push registration.
+func tokenKey(platform, topic, token string) []byte {
+	k := make([]byte, 0, 1+strLen(platform)+strLen(topic)+strLen(token))
+	return appendStr(appendStr(appendStr(append(k, tableToken), platform), topic), token)
 }

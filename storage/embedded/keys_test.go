@@ -77,3 +77,30 @@ func TestMessageKeyOrder(t *testing.T) {
 		t.Fatal("tables overlap")
 	}
 }
+
+// TestDeviceKeys checks the device and token tables: a user's device range
+// holds exactly that user's devices, and the tables follow the client-id
+// table without interleaving.
+func TestDeviceKeys(t *testing.T) {
+	for _, user := range []string{"", "u", "u\x00", "uu"} {
+		prefix := devicesPrefix(user)
+		for _, other := range []string{"", "u", "u\x00", "uu", "u\x00u"} {
+			k := deviceKey(other, "d")
+			in := bytes.HasPrefix(k, prefix) && bytes.Compare(k, prefixEnd(prefix)) < 0
+			if in != (other == user) {
+				t.Fatalf("device key of %q in the range of %q: %v", other, user, in)
+			}
+			if id, rest, err := decodeStr(k[len(devicesPrefix(other)):]); err != nil || id != "d" || len(rest) != 0 {
+				t.Fatalf("device id of %q: %q, %q, %v", k, id, rest, err)
+			}
+		}
+	}
+	if bytes.Equal(tokenKey("ios", "t\x00", "a"), tokenKey("ios", "t", "\x00a")) {
+		t.Fatal("token keys of different triples are equal")
+	}
+	top := strings.Repeat("\xff", 4)
+	if bytes.Compare(appendClientIDKey(nil, top, top, top), deviceKey("", "")) >= 0 ||
+		bytes.Compare(prefixEnd(devicesPrefix(top)), tokenKey("", "", "")) >= 0 {
+		t.Fatal("tables overlap")
+	}
+}

@@ -93,6 +93,13 @@ type Store struct {
 	memberLocks [256]sync.Mutex
 	seqLocks    [64]sync.Mutex
 	claims      [64]map[claimKey]claimOwner // claims[i] guarded by seqLocks[i]
+
+	// deviceLocks serialise device writes (PutDevice, RemoveDevice,
+	// DropToken) across their synced commit: users' device rows and token
+	// index entries hash to a stripe (devices.go says which a write holds).
+	// A device write takes its stripes in ascending index order and no
+	// other lock but closeMu (read), which it takes first.
+	deviceLocks [64]sync.Mutex
 }
 
 var _ storage.Store = (*Store)(nil)

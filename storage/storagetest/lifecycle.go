@@ -39,6 +39,12 @@ func testClose(t *testing.T, e *env) {
 		},
 		"LastSeq":      func() error { _, err := e.s.LastSeq(e.ctx, conv); return err },
 		"SetWatermark": func() error { _, err := e.s.SetWatermark(e.ctx, conv, user, storage.ReceiptRead, 1); return err },
+		"PutDevice": func() error {
+			return e.s.PutDevice(e.ctx, device(user, "phone", "tok-"+e.prefix))
+		},
+		"RemoveDevice": func() error { return e.s.RemoveDevice(e.ctx, user, "phone") },
+		"Devices":      func() error { _, err := e.s.Devices(e.ctx, user); return err },
+		"DropToken":    func() error { return e.s.DropToken(e.ctx, "ios", topic, "tok-"+e.prefix) },
 		"Close":        e.s.Close,
 	}
 	for name, call := range calls {

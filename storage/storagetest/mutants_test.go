@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -62,6 +63,21 @@ var mutants = []mutant{
 	}},
 	{"AppendHidesConflicts", "Message/Conflict", func(b storage.Store) storage.Store {
 		return &appendHidesConflicts{Store: b}
+	}},
+	{"PutDeviceKeepsOldOwner", "Device/TokenMoves", func(b storage.Store) storage.Store {
+		return &tokenPerUser{Store: b}
+	}},
+	{"ConcurrentClaimsAllWin", "Device/ConcurrentClaims", func(b storage.Store) storage.Store {
+		return &tokenPerUser{Store: b, onlyConcurrent: true}
+	}},
+	{"DropTokenIgnoresHolder", "Device/NewToken", func(b storage.Store) storage.Store {
+		return &dropStale{Store: b, owners: map[[3]string][2]string{}}
+	}},
+	{"DevicesUnsorted", "Device/Ordered", func(b storage.Store) storage.Store {
+		return &devicesReversed{b}
+	}},
+	{"DeviceLimitEvictsOldest", "Device/Limit", func(b storage.Store) storage.Store {
+		return &limitEvicts{b}
 	}},
 	{"CloseForgotten", "Close/ErrClosed", func(b storage.Store) storage.Store {
 		return &closeForgotten{Store: b}
@@ -250,4 +266,95 @@ func (s *closeForgotten) AppendMessages(ctx context.Context, msgs []storage.Mess
 		return nil
 	}
 	return s.Store.AppendMessages(ctx, msgs)
+}
+
+// tokenPerUser keys tokens by user as well (a token index that forgets a
+// token belongs to one device): PutDevice never takes a token from another
+// user's device. With onlyConcurrent it does so only while another PutDevice
+// is in flight, like an unlocked check-then-write.
+type tokenPerUser struct {
+	storage.Store
+	onlyConcurrent bool
+	inFlight       atomic.Int64
+}
+
+const userSep = "\x00user="
+
+func (s *tokenPerUser) PutDevice(ctx context.Context, d storage.Device) error {
+	n := s.inFlight.Add(1)
+	defer s.inFlight.Add(-1)
+	if !s.onlyConcurrent || n > 1 {
+		d.Topic += userSep + d.User
+	}
+	return s.Store.PutDevice(ctx, d)
+}
+
+func (s *tokenPerUser) Devices(ctx context.Context, user string) ([]storage.Device, error) {
+	ds, err := s.Store.Devices(ctx, user)
+	for i := range ds {
+		ds[i].Topic, _, _ = strings.Cut(ds[i].Topic, userSep)
+	}
+	return ds, err
+}
+
+// dropStale remembers every device a token was ever registered for, and
+// DropToken removes the last of them whether or not it still holds the
+// token (a token index that PutDevice never cleans up).
+type dropStale struct {
+	storage.Store
+	mu     sync.Mutex
+	owners map[[3]string][2]string // guarded by mu
+}
+
+func (s *dropStale) PutDevice(ctx context.Context, d storage.Device) error {
+	if err := s.Store.PutDevice(ctx, d); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.owners[[3]string{d.Platform, d.Topic, d.Token}] = [2]string{d.User, d.ID}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *dropStale) DropToken(ctx context.Context, platform, topic, token string) error {
+	if err := s.Store.DropToken(ctx, platform, topic, token); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	o, ok := s.owners[[3]string{platform, topic, token}]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if err := s.Store.RemoveDevice(ctx, o[0], o[1]); err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	return nil
+}
+
+type devicesReversed struct{ storage.Store }
+
+func (s *devicesReversed) Devices(ctx context.Context, user string) ([]storage.Device, error) {
+	out, err := s.Store.Devices(ctx, user)
+	slices.Reverse(out)
+	return out, err
+}
+
+// limitEvicts makes room for a device above the limit by removing the
+// user's first device instead of refusing it.
+type limitEvicts struct{ storage.Store }
+
+func (s *limitEvicts) PutDevice(ctx context.Context, d storage.Device) error {
+	err := s.Store.PutDevice(ctx, d)
+	if !errors.Is(err, storage.ErrExists) {
+		return err
+	}
+	ds, err := s.Store.Devices(ctx, d.User)
+	if err != nil || len(ds) == 0 {
+		return err
+	}
+	if err := s.Store.RemoveDevice(ctx, d.User, ds[0].ID); err != nil {
+		return err
+	}
+	return s.Store.PutDevice(ctx, d)
 }
