@@ -249,3 +249,13 @@ func (c *Conn) Convs(ctx context.Context) ([]protocol.Conversation, error) {
 	err := c.call(ctx, protocol.Frame{Type: protocol.TypeConvs}, protocol.TypeResult, &r)
 	return r.Convs, err
 }
+
+// RegisterPush registers (or updates) this device's push registration.
+func (c *Conn) RegisterPush(ctx context.Context, p protocol.DevicePush) error {
+	return c.call(ctx, protocol.Frame{Type: protocol.TypeDevice, Push: &p}, protocol.TypeResult, nil)
+}
+
+// UnregisterPush removes this device's push registration.
+func (c *Conn) UnregisterPush(ctx context.Context) error {
+	return c.call(ctx, protocol.Frame{Type: protocol.TypeDevice, State: "remove"}, protocol.TypeResult, nil)
+}

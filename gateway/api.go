@@ -30,6 +30,9 @@ func (s *Server) routeAPI(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/messages", s.api("send", s.apiSend))
 	mux.HandleFunc("POST /v1/topics/{topic}", s.api("publish", s.apiPublish))
 	mux.HandleFunc("GET /v1/presence", s.api("presence", s.apiPresence))
+	mux.HandleFunc("PUT /v1/devices/{device}", s.api("put_device", s.apiPutDevice))
+	mux.HandleFunc("DELETE /v1/devices/{device}", s.api("remove_device", s.apiRemoveDevice))
+	mux.HandleFunc("GET /v1/devices", s.api("devices", s.apiDevices))
 }
 
 // apiRequest is a request after authentication.
@@ -426,4 +429,66 @@ func (s *Server) devToken(w http.ResponseWriter, r *http.Request) {
 	s.log.Warn("dev token minted (dev mode: not for production)", "user", in.User, "device", in.Device)
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{"token": tok, "exp": now.Add(ttl).Unix()})
+}
+
+// deviceBody is PUT /v1/devices/{device}'s body: the push registration,
+// and "as" for service tokens.
+type deviceBody struct {
+	actorBody
+	protocol.DevicePush
+}
+
+// deviceActor resolves the user whose device the request names: a user
+// token's own, or "as" for a service token.
+func (q *apiRequest) deviceActor(as string) (hub.Actor, error) {
+	a, err := q.actor(as)
+	if err != nil {
+		return a, err
+	}
+	if a.User == "" {
+		return a, protocol.Errorf(protocol.CodeInvalid, "devices belong to a user: give as")
+	}
+	a.Device = q.r.PathValue("device")
+	return a, nil
+}
+
+func (s *Server) apiPutDevice(q *apiRequest) (int, any, error) {
+	var b deviceBody
+	if err := q.decode(&b); err != nil {
+		return 0, nil, err
+	}
+	a, err := q.deviceActor(b.As)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.hub.PutDevice(q.ctx, a, b.DevicePush); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, nil
+}
+
+func (s *Server) apiRemoveDevice(q *apiRequest) (int, any, error) {
+	a, err := q.deviceActor("")
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.hub.RemoveDevice(q.ctx, a.User, a.Device); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, nil
+}
+
+func (s *Server) apiDevices(q *apiRequest) (int, any, error) {
+	a, err := q.actor("")
+	if err != nil {
+		return 0, nil, err
+	}
+	if a.User == "" {
+		return 0, nil, protocol.Errorf(protocol.CodeInvalid, "devices belong to a user: give as")
+	}
+	ds, err := s.hub.Devices(q.ctx, a.User)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]any{"devices": ds}, nil
 }

@@ -282,6 +282,16 @@ func (sess *session) handle(f *protocol.Frame) {
 			}
 			sess.reply(protocol.Marshal(protocol.ConvsResult{Type: protocol.TypeResult, ID: f.ID, Convs: cs}))
 		}
+	case protocol.TypeDevice:
+		switch {
+		case f.State == "remove":
+			err = h.RemoveDevice(ctx, sess.user, sess.dev)
+		case f.Push != nil:
+			err = h.PutDevice(ctx, a, *f.Push)
+		default:
+			err = protocol.Errorf(protocol.CodeInvalid, `device needs push, or state "remove"`)
+		}
+		sess.ok(f, err)
 	case protocol.TypePing:
 		sess.reply(pongFrame) // shared bytes, never modified
 	default:
@@ -356,7 +366,7 @@ func frameLabel(t string) string {
 	case protocol.TypeSend, protocol.TypeSync, protocol.TypeHistory, protocol.TypeReceipt, protocol.TypeTyping,
 		protocol.TypeWatch, protocol.TypeUnwatch, protocol.TypeSubscribe, protocol.TypeUnsub, protocol.TypePublish,
 		protocol.TypeRefresh, protocol.TypeCreate, protocol.TypeRename, protocol.TypeAdd, protocol.TypeRemove,
-		protocol.TypeLeave, protocol.TypeConvs, protocol.TypePing:
+		protocol.TypeLeave, protocol.TypeConvs, protocol.TypeDevice, protocol.TypePing:
 		return t
 	}
 	return "unknown"

@@ -26,6 +26,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/parley-im/parley/presence"
+	"github.com/parley-im/parley/push"
 	"github.com/parley-im/parley/storage"
 )
 
@@ -96,6 +97,13 @@ type Config struct {
 	// DefaultBusPendingBytes. Beyond them NATS drops (a slow consumer): the
 	// node counts it and makes its clients resync (see SubjectBroadcast).
 	BusPendingMsgs, BusPendingBytes int
+	// PushJobs, if set, receives one push job per member (but the sender)
+	// and message once the message is acked; it must not block
+	// (push.Pipeline.Enqueue). Nil: no pushes.
+	PushJobs func(push.Job)
+	// PushWindow is how long an online device may take to confirm delivery
+	// before it gets a push anyway; 0 means 10 s.
+	PushWindow time.Duration
 	// SharedStore says other nodes write Store too (a cluster): the hub
 	// then reads a conversation's end from the store where a stale cached
 	// one would hide messages. False (one node) trusts the cache, which
@@ -178,6 +186,9 @@ func New(cfg Config) (*Hub, error) {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.PushWindow <= 0 {
+		cfg.PushWindow = 10 * time.Second
 	}
 	if cfg.BusPendingMsgs <= 0 {
 		cfg.BusPendingMsgs = DefaultBusPendingMsgs

@@ -148,6 +148,7 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 		// retry finds it stored and publishes it again (storedAck).
 		return protocol.Ack{}, errUnavailable("stored but not routed, retry with the same cmid")
 	}
+	h.queuePushes(st, sender, seq, time.UnixMilli(m.Time))
 	h.m.sent.Inc()
 	h.m.sendLatency.Observe(h.now().Sub(start).Seconds())
 	return protocol.Ack{Conv: conv, Seq: seq, CMID: req.CMID, TS: m.Time}, nil

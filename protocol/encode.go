@@ -243,6 +243,15 @@ type Result struct {
 	Presence []Presence      `json:"presence,omitempty"`
 	TokenExp int64           `json:"token_exp,omitempty"`
 	Data     json.RawMessage `json:"data,omitempty"`
+	Devices  []Device        `json:"devices,omitempty"`
+}
+
+// Device is one registered device, as GET /v1/devices lists it. The token
+// is shown redacted.
+type Device struct {
+	Device string `json:"device"`
+	DevicePush
+	UpdatedAt int64 `json:"updated_at"` // unix ms
 }
 
 // HistoryResult answers history: messages is always present.

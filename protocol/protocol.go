@@ -61,6 +61,7 @@ const (
 	TypeRemove    = "remove"  // remove members → result
 	TypeLeave     = "leave"   // leave a group → result
 	TypeConvs     = "convs"   // list my conversations → result
+	TypeDevice    = "device"  // register, update (push) or remove (state "remove") this device's push token → result
 	TypePing      = "ping"    // liveness probe (either side) → pong
 	TypePong      = "pong"    // answer to ping
 )
@@ -107,6 +108,20 @@ type Frame struct {
 	Limit  int    `json:"limit,omitempty"`
 	// Since maps conversation ids to the highest seq the device holds.
 	Since map[string]uint64 `json:"since,omitempty"`
+
+	// Push is the device's push registration (device).
+	Push *DevicePush `json:"push,omitempty"`
+}
+
+// DevicePush is a device's push registration: where and how to wake it.
+type DevicePush struct {
+	Platform string   `json:"platform"`          // "ios" (APNs) or "android" (FCM)
+	Token    string   `json:"token"`             // the provider's device token
+	Topic    string   `json:"topic"`             // app bundle id (APNs topic) / app id
+	Sandbox  bool     `json:"sandbox,omitempty"` // APNs development environment
+	Locale   string   `json:"locale,omitempty"`  // e.g. "en-GB"
+	Muted    []string `json:"muted,omitempty"`   // conversations this device wants no pushes for
+	HideText bool     `json:"hide_text,omitempty"`
 }
 
 // Error is a protocol error with a stable code, sent as an error frame.

@@ -87,7 +87,8 @@ type Config struct {
 	// AckWait is how long a job may stay unacknowledged before another node
 	// gets it; 0 means 30 s. It must exceed SendTimeout.
 	AckWait time.Duration
-	// SendTimeout bounds one provider call; 0 means 10 s.
+	// SendTimeout bounds one provider call; 0 means 10 s (at most a third
+	// of AckWait).
 	SendTimeout time.Duration
 	// MaxDeliver bounds how often a job is tried; 0 means 20.
 	MaxDeliver int
@@ -167,7 +168,7 @@ func New(cfg Config) (*Pipeline, error) {
 		cfg.AckWait = 30 * time.Second
 	}
 	if cfg.SendTimeout <= 0 {
-		cfg.SendTimeout = 10 * time.Second
+		cfg.SendTimeout = min(10*time.Second, cfg.AckWait/3)
 	}
 	if cfg.AckWait <= cfg.SendTimeout {
 		return nil, fmt.Errorf("push: AckWait %v must exceed SendTimeout %v", cfg.AckWait, cfg.SendTimeout)

@@ -15,6 +15,8 @@ import (
 
 	"github.com/parley-im/parley/gateway"
 	"github.com/parley-im/parley/internal/node"
+	"github.com/parley-im/parley/push/apns"
+	"github.com/parley-im/parley/push/fcm"
 )
 
 type serveFlags struct {
@@ -24,6 +26,14 @@ type serveFlags struct {
 	natsTLSCA, natsTLSCert, natsTLSKey string
 	advertise                          string
 	nodeHeartbeat, nodeTimeout         time.Duration
+	apnsTopic, apnsKeyFile, apnsKeyID  string
+	apnsTeamID, apnsCertFile           string
+	apnsCertPassword                   string
+	apnsURL, apnsSandboxURL            string
+	fcmCredentials, fcmProject         string
+	fcmEndpoint, fcmTokenURL           string
+	pushWindow                         time.Duration
+	pushReplicas                       int
 	publicKeys, jwksURL                string
 	issuer, audience                   string
 	leeway                             time.Duration
@@ -71,6 +81,20 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&f.advertise, "advertise", "", "address clients can reach this node at, announced to the cluster (default: --listen)")
 	fs.DurationVar(&f.nodeHeartbeat, "node-heartbeat", 2*time.Second, "how often this node announces itself to the cluster over NATS")
 	fs.DurationVar(&f.nodeTimeout, "node-timeout", 6*time.Second, "a node silent this long is declared dead and its users go offline everywhere (bound: this + half a heartbeat)")
+	fs.StringVar(&f.apnsTopic, "apns-topic", "", "iOS app bundle id: turns on APNs pushes (with --apns-key-file, or --apns-cert-file)")
+	fs.StringVar(&f.apnsKeyFile, "apns-key-file", "", "APNs token auth: the .p8 key file from Apple (preferred)")
+	fs.StringVar(&f.apnsKeyID, "apns-key-id", "", "APNs token auth: the key's id")
+	fs.StringVar(&f.apnsTeamID, "apns-team-id", "", "APNs token auth: the developer team id")
+	fs.StringVar(&f.apnsCertFile, "apns-cert-file", "", "APNs certificate auth: a PEM (certificate and key) or .p12 file")
+	fs.StringVar(&f.apnsCertPassword, "apns-cert-password", "", "password of --apns-cert-file, if any (prefer PARLEY_APNS_CERT_PASSWORD)")
+	fs.StringVar(&f.apnsURL, "apns-url", "", "APNs production host override (default Apple's)")
+	fs.StringVar(&f.apnsSandboxURL, "apns-sandbox-url", "", "APNs development host override (default Apple's)")
+	fs.StringVar(&f.fcmCredentials, "fcm-credentials", "", "Google service-account JSON: turns on FCM pushes")
+	fs.StringVar(&f.fcmProject, "fcm-project", "", "Firebase project id (default: the credentials' project_id)")
+	fs.StringVar(&f.fcmEndpoint, "fcm-endpoint", "", "FCM endpoint override (default Google's)")
+	fs.StringVar(&f.fcmTokenURL, "fcm-token-url", "", "OAuth2 token URL override (default: the credentials' token_uri)")
+	fs.DurationVar(&f.pushWindow, "push-window", 10*time.Second, "an online device that has not confirmed delivery this long after a message gets a push anyway")
+	fs.IntVar(&f.pushReplicas, "push-replicas", 1, "replicas of the push queue's JetStream stream (3 on a NATS cluster)")
 	fs.StringVar(&f.natsListen, "nats-listen", "", "with in-process NATS, also listen for NATS clients here (e.g. 127.0.0.1:4222); empty: in-process only")
 	fs.StringVar(&f.publicKeys, "jwt-public-keys", "", "comma-separated PEM files of RS256/ES256/EdDSA public keys (production mode)")
 	fs.StringVar(&f.jwksURL, "jwks-url", "", "JWKS URL of the token issuer (production mode)")
@@ -132,6 +156,7 @@ func (f serveFlags) config(log *slog.Logger) node.Config {
 		Advertise:        f.advertise,
 		NodeHeartbeat:    f.nodeHeartbeat,
 		NodeTimeout:      f.nodeTimeout,
+		Push:             f.push(),
 		PublicKeyFiles:   splitList(f.publicKeys),
 		JWKSURL:          f.jwksURL,
 		Issuer:           f.issuer,
@@ -159,6 +184,19 @@ func (f serveFlags) config(log *slog.Logger) node.Config {
 			DrainJitter:     f.drainJitter,
 		},
 	}
+}
+
+// push builds the push configuration from the flags.
+func (f serveFlags) push() node.PushConfig {
+	pc := node.PushConfig{Window: f.pushWindow, Replicas: f.pushReplicas}
+	if f.apnsTopic != "" {
+		pc.APNs = []apns.Config{{Topic: f.apnsTopic, KeyFile: f.apnsKeyFile, KeyID: f.apnsKeyID, TeamID: f.apnsTeamID,
+			CertFile: f.apnsCertFile, Password: f.apnsCertPassword, ProductionURL: f.apnsURL, DevelopmentURL: f.apnsSandboxURL}}
+	}
+	if f.fcmCredentials != "" {
+		pc.FCM = &fcm.Config{CredentialsFile: f.fcmCredentials, ProjectID: f.fcmProject, Endpoint: f.fcmEndpoint, TokenURL: f.fcmTokenURL}
+	}
+	return pc
 }
 
 // runServe runs a node until SIGTERM or SIGINT, then drains it.

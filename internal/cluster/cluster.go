@@ -162,6 +162,14 @@ func (c *Cluster) startNATS() error {
 		if cfg.MonitorPort == 0 {
 			opts.HTTPPort = 0
 		}
+		if cfg.Node.Push.Enabled() {
+			// The push queue is a JetStream stream, replicated over the
+			// NATS servers.
+			opts.JetStream = true
+			opts.StoreDir = filepath.Join(cfg.DataDir, fmt.Sprintf("nats-%d", j+1))
+			opts.JetStreamMaxMemory = 64 << 20
+			opts.JetStreamMaxStore = 2 << 30
+		}
 		ns, err := natsserver.NewServer(opts)
 		if err != nil {
 			return fmt.Errorf("cluster: nats %d: %w", j+1, err)
@@ -198,6 +206,9 @@ func (c *Cluster) nodeConfig(i int) node.Config {
 	c.mu.Unlock()
 	nc.Store = c.store
 	nc.Logger = cfg.Logger
+	if nc.Push.Enabled() && nc.Push.Replicas == 0 {
+		nc.Push.Replicas = min(3, cfg.NATS)
+	}
 	c.mu.Lock()
 	mod := c.mods[i]
 	c.mu.Unlock()

@@ -26,6 +26,9 @@ import (
 	"github.com/parley-im/parley/gateway/auth"
 	"github.com/parley-im/parley/gateway/web"
 	"github.com/parley-im/parley/hub"
+	"github.com/parley-im/parley/push"
+	"github.com/parley-im/parley/push/apns"
+	"github.com/parley-im/parley/push/fcm"
 	"github.com/parley-im/parley/storage"
 	"github.com/parley-im/parley/storage/embedded"
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,12 +79,34 @@ type Config struct {
 	// backlog (hub defaults; tests lower them to provoke drops).
 	BusPendingMsgs, BusPendingBytes int
 
+	// Push configures offline pushes; nothing configured means none. With
+	// in-process NATS it turns JetStream on (the queue's stream).
+	Push PushConfig
+
 	// Gateway holds the gateway's tunables; Hub, Verifier, Logger,
 	// Registry, Node, DevTokens, DevKey and Demo are filled in by Start.
 	Gateway gateway.Config
 
 	Logger *slog.Logger
 }
+
+// PushConfig configures the push pipeline.
+type PushConfig struct {
+	APNs []apns.Config // one per app (bundle id)
+	FCM  *fcm.Config
+	// Window is how long an online device may take to confirm delivery
+	// before it gets a push anyway (hub default 10 s).
+	Window time.Duration
+	// Replicas of the queue's stream: 1 for one NATS server, 3 for a
+	// cluster. 0 means 1.
+	Replicas int
+	// AckWait is how long a job may stay with a node before another takes
+	// it (push default 30 s).
+	AckWait time.Duration
+}
+
+// Enabled reports whether any provider is configured.
+func (p PushConfig) Enabled() bool { return len(p.APNs) > 0 || p.FCM != nil }
 
 // Node is a running Parley node.
 type Node struct {
@@ -92,6 +117,8 @@ type Node struct {
 	nc       *nats.Conn
 	stopNATS func()
 	hub      *hub.Hub
+	pipe     *push.Pipeline // nil without push
+	senders  []interface{ Close() }
 	gw       *gateway.Server // set once in Start; read by the NATS error handler under gwMu
 	gwMu     sync.Mutex
 	srv      *http.Server
@@ -170,7 +197,7 @@ func Start(cfg Config) (n *Node, err error) {
 	if cfg.Advertise == "" {
 		cfg.Advertise = advertised(n.ln.Addr(), cfg.Node)
 	}
-	n.hub, err = hub.New(hub.Config{
+	hcfg := hub.Config{
 		Node:              cfg.Node,
 		Store:             n.store,
 		NATS:              n.nc,
@@ -182,10 +209,20 @@ func Start(cfg Config) (n *Node, err error) {
 		NodeTimeout:       cfg.NodeTimeout,
 		BusPendingMsgs:    cfg.BusPendingMsgs,
 		BusPendingBytes:   cfg.BusPendingBytes,
+		PushWindow:        cfg.Push.Window,
 		Metrics:           hub.NewMetrics(reg),
-	})
+	}
+	if cfg.Push.Enabled() {
+		hcfg.PushJobs = func(j push.Job) { n.pipe.Enqueue(j) } // set below, before the hub starts
+	}
+	n.hub, err = hub.New(hcfg)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Push.Enabled() {
+		if err := n.startPush(reg); err != nil {
+			return nil, err
+		}
 	}
 	if err := n.hub.Start(); err != nil {
 		return nil, err
@@ -329,6 +366,40 @@ func (n *Node) adminMux(reg *prometheus.Registry) http.Handler {
 	return mux
 }
 
+// startPush builds the providers and the queue. The queue's workers start
+// here too: a job needs the hub only through its store and presence view.
+func (n *Node) startPush(reg *prometheus.Registry) error {
+	cfg := n.cfg.Push
+	providers := map[push.Platform]push.Provider{}
+	if len(cfg.APNs) > 0 {
+		s, err := apns.New(cfg.APNs, n.log)
+		if err != nil {
+			return fmt.Errorf("apns: %w", err)
+		}
+		providers[push.IOS] = s
+		n.senders = append(n.senders, s)
+	}
+	if cfg.FCM != nil {
+		fc := *cfg.FCM
+		if fc.Logger == nil {
+			fc.Logger = n.log
+		}
+		s, err := fcm.New(fc)
+		if err != nil {
+			return fmt.Errorf("fcm: %w", err)
+		}
+		providers[push.Android] = s
+		n.senders = append(n.senders, s)
+	}
+	p, err := push.New(push.Config{NATS: n.nc, Replicas: cfg.Replicas, Providers: providers, Planner: n.hub,
+		AckWait: cfg.AckWait, Logger: n.log, Registry: reg})
+	if err != nil {
+		return err
+	}
+	n.pipe = p
+	return p.Start()
+}
+
 // connectNATS connects to an external NATS or starts one in-process.
 func (n *Node) connectNATS(drops *prometheus.CounterVec) error {
 	cfg, log := n.cfg, n.log
@@ -393,6 +464,13 @@ func (n *Node) connectNATS(drops *prometheus.CounterVec) error {
 		NoSigs:     true,
 		DontListen: cfg.NATSListen == "",
 		MaxPayload: 1 << 20,
+	}
+	if cfg.Push.Enabled() {
+		// The push queue is a JetStream stream, kept with the node's data.
+		nopts.JetStream = true
+		nopts.StoreDir = filepath.Join(cfg.DataDir, "nats")
+		nopts.JetStreamMaxMemory = 64 << 20
+		nopts.JetStreamMaxStore = 2 << 30
 	}
 	if cfg.NATSListen != "" {
 		host, port, err := net.SplitHostPort(cfg.NATSListen)
@@ -475,6 +553,12 @@ func (n *Node) close() {
 		_ = n.admin.Shutdown(ctx)
 	} else if n.adminLn != nil {
 		_ = n.adminLn.Close()
+	}
+	if n.pipe != nil {
+		n.pipe.Close()
+	}
+	for _, s := range n.senders {
+		s.Close()
 	}
 	if n.hub != nil {
 		n.hub.Close()
