@@ -14,6 +14,8 @@ import (
 	"github.com/parley-im/parley/protocol"
 	"github.com/parley-im/parley/push/apns"
 	"github.com/parley-im/parley/push/apns/apnstest"
+	"github.com/parley-im/parley/push/fcm"
+	"github.com/parley-im/parley/push/fcm/fcmtest"
 )
 
 const pushTopic = "im.parley.test"
@@ -23,6 +25,7 @@ const pushTopic = "im.parley.test"
 type pushServer struct {
 	*testServer
 	apns *apnstest.Server
+	fcm  *fcmtest.Server
 }
 
 func startPushServer(t *testing.T, window time.Duration) *pushServer {
@@ -32,15 +35,17 @@ func startPushServer(t *testing.T, window time.Duration) *pushServer {
 		t.Fatal(err)
 	}
 	stand := apnstest.NewServer(t, apnstest.Options{Topic: pushTopic, Key: key})
+	google := fcmtest.Start(t, fcmtest.Config{})
 	s := startServer(t, func(c *node.Config) {
 		c.Push = node.PushConfig{
 			APNs: []apns.Config{{Topic: pushTopic, KeyFile: key.File, KeyID: key.KeyID, TeamID: key.TeamID,
 				ProductionURL: stand.URL, DevelopmentURL: stand.URL, RootCAs: stand.RootCAs()}},
+			FCM:     &fcm.Config{CredentialsFile: google.CredentialsFile(t), Endpoint: google.URL(), HTTPClient: google.Client()},
 			Window:  window,
 			AckWait: 3 * time.Second,
 		}
 	})
-	return &pushServer{testServer: s, apns: stand}
+	return &pushServer{testServer: s, apns: stand, fcm: google}
 }
 
 // token makes a well-formed APNs device token (64 hex digits).
@@ -295,4 +300,42 @@ func TestDeviceRegistrationErrors(t *testing.T) {
 	if st := s.api("DELETE", "/v1/devices/tablet", tok, nil, nil); st != http.StatusNotFound {
 		t.Fatalf("second DELETE: %d, want 404", st)
 	}
+}
+
+// Android devices are woken through FCM HTTP v1 (the stand-in checks the
+// OAuth token it minted and the v1 body); a token FCM calls UNREGISTERED is
+// dropped.
+func TestPushFCM(t *testing.T) {
+	s := startPushServer(t, 300*time.Millisecond)
+	ctx := ctxT(t, 30*time.Second)
+	live, dead := "fcm-token-kim-0123456789", "fcm-token-lee-0123456789"
+	s.fcm.SetToken(dead, fcmtest.Unregistered)
+	for user, tok := range map[string]string{"kim": live, "lee": dead} {
+		c := s.dial(user, "pixel")
+		register(t, ctx, c, tok, func(p *protocol.DevicePush) { p.Platform, p.Topic = "android", "im.parley.android" })
+		_ = c.Close()
+		s.waitDevices(t, user)
+	}
+	alice := s.dial("alice", "phone")
+	ack, err := alice.SendTo(ctx, "kim", "m1", "hello kim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.SendTo(ctx, "lee", "m2", "hello lee"); err != nil {
+		t.Fatal(err)
+	}
+	ms, err := s.fcm.WaitMessages(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ms[0]
+	if m.Token != live || m.Notification == nil || m.Notification.Body != "hello kim" || m.Android == nil ||
+		m.Android.Priority != "HIGH" || m.Android.CollapseKey != ack.Conv || m.Data["conv"] != ack.Conv {
+		t.Fatalf("FCM message %+v (android %+v)", m, m.Android)
+	}
+	svc := s.serviceToken()
+	waitUntil(t, 10*time.Second, "lee's dead FCM token dropped", func() bool {
+		var out struct{ Devices []protocol.Device }
+		return s.api("GET", "/v1/devices?as=lee", svc, nil, &out) == http.StatusOK && len(out.Devices) == 0
+	})
 }
