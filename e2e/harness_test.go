@@ -78,18 +78,18 @@ func runChild(dir string) int {
 }
 
 type testServer struct {
-	t   *testing.T
+	t   testing.TB
 	n   *node.Node
 	dir string
 	key []byte
 }
 
 // quiet logs only warnings and errors, into the test log.
-func quiet(t *testing.T) *slog.Logger {
+func quiet(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -98,7 +98,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // startServer starts a node in-process on loopback with a fresh data dir.
-func startServer(t *testing.T, mods ...func(*node.Config)) *testServer {
+func startServer(t testing.TB, mods ...func(*node.Config)) *testServer {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := node.Config{
@@ -141,7 +141,7 @@ func (s *testServer) token(user, device string, mods ...func(*auth.Claims)) stri
 	return mint(s.t, s.key, user, device, time.Hour, mods...)
 }
 
-func mint(t *testing.T, key []byte, user, device string, ttl time.Duration, mods ...func(*auth.Claims)) string {
+func mint(t testing.TB, key []byte, user, device string, ttl time.Duration, mods ...func(*auth.Claims)) string {
 	t.Helper()
 	c := auth.Claims{Device: device}
 	c.Subject = user
@@ -165,7 +165,7 @@ func (s *testServer) dial(user, device string, mods ...func(*client.Options)) *c
 	return dialURL(s.t, s.url(), s.token(user, device), mods...)
 }
 
-func dialURL(t *testing.T, url, token string, mods ...func(*client.Options)) *client.Conn {
+func dialURL(t testing.TB, url, token string, mods ...func(*client.Options)) *client.Conn {
 	t.Helper()
 	opts := client.Options{URL: url, Token: token}
 	for _, m := range mods {
@@ -223,7 +223,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 }
 
 // waitUntil polls cond until it holds or the deadline passes.
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

@@ -28,7 +28,7 @@ type pushServer struct {
 	fcm  *fcmtest.Server
 }
 
-func startPushServer(t *testing.T, window time.Duration) *pushServer {
+func startPushServer(t testing.TB, window time.Duration, mods ...func(*node.Config)) *pushServer {
 	t.Helper()
 	key, err := apnstest.GenerateKey(t.TempDir())
 	if err != nil {
@@ -43,6 +43,9 @@ func startPushServer(t *testing.T, window time.Duration) *pushServer {
 			FCM:     &fcm.Config{CredentialsFile: google.CredentialsFile(t), Endpoint: google.URL(), HTTPClient: google.Client()},
 			Window:  window,
 			AckWait: 3 * time.Second,
+		}
+		for _, m := range mods {
+			m(c)
 		}
 	})
 	return &pushServer{testServer: s, apns: stand, fcm: google}
@@ -66,7 +69,7 @@ func register(t *testing.T, ctx context.Context, c *client.Conn, token string, m
 
 // waitDevices waits until the cluster-wide presence lists exactly these
 // devices of user online (what the push planner reads).
-func (s *pushServer) waitDevices(t *testing.T, user string, devices ...string) {
+func (s *pushServer) waitDevices(t testing.TB, user string, devices ...string) {
 	t.Helper()
 	want := strings.Join(devices, ",")
 	waitUntil(t, 5*time.Second, user+"'s devices online: "+want, func() bool {

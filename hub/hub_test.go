@@ -257,3 +257,22 @@ func TestDeliverLocalAllocs(t *testing.T) {
 		}
 	}
 }
+
+// A retry of a conversation's first message gets the original ack (the
+// stored message is looked up at its seq, not as the newest one).
+func TestRetryOfFirstMessage(t *testing.T) {
+	h := startHub(t)
+	ctx := context.Background()
+	a := Actor{User: "alice", Device: "phone"}
+	first, err := h.Send(ctx, a, SendRequest{To: "bob", CMID: "c1", Body: "one"})
+	if err != nil || first.Seq != 1 {
+		t.Fatalf("%+v %v", first, err)
+	}
+	if _, err := h.Send(ctx, a, SendRequest{To: "bob", CMID: "c2", Body: "two"}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := h.Send(ctx, a, SendRequest{To: "bob", CMID: "c1", Body: "one"})
+	if err != nil || !again.Duplicate || again.Seq != 1 || again.TS != first.TS {
+		t.Fatalf("retry of the first message: %+v %v, want the original ack %+v", again, err, first)
+	}
+}

@@ -165,7 +165,7 @@ func (h *Hub) Plan(ctx context.Context, j push.Job) ([]push.Target, time.Duratio
 	if len(due) == 0 {
 		return nil, wait, nil
 	}
-	ms, err := h.store.Messages(ctx, j.Conv, storage.Page{After: j.Seq - 1, Limit: 1})
+	ms, err := h.store.Messages(ctx, j.Conv, storage.Page{Before: j.Seq + 1, Limit: 1})
 	if err != nil {
 		return nil, 0, fmt.Errorf("message: %w", err)
 	}

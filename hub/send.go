@@ -173,7 +173,7 @@ func (h *Hub) storedAck(ctx context.Context, st *convState, sender, cmid string,
 	if err != nil {
 		return protocol.Ack{}, false, h.storageErr("lookup_client_id", err)
 	}
-	ms, err := h.store.Messages(ctx, conv, storage.Page{After: seq - 1, Limit: 1})
+	ms, err := h.store.Messages(ctx, conv, storage.Page{Before: seq + 1, Limit: 1})
 	if err != nil {
 		return protocol.Ack{}, false, h.storageErr("messages", err)
 	}
