@@ -342,3 +342,59 @@ func TestPushFCM(t *testing.T) {
 		return s.api("GET", "/v1/devices?as=lee", svc, nil, &out) == http.StatusOK && len(out.Devices) == 0
 	})
 }
+
+// Push on a cluster: the queue is a JetStream stream replicated over the
+// three NATS servers and consumed by every gateway; a device registered on
+// one gateway is pushed once for a message sent on another, and the
+// registration can be read back through a third.
+func TestPushOnCluster(t *testing.T) {
+	key, err := apnstest.GenerateKey(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stand := apnstest.NewServer(t, apnstest.Options{Topic: pushTopic, Key: key})
+	tc := startCluster(t, func(c *node.Config) {
+		c.Push = node.PushConfig{
+			APNs: []apns.Config{{Topic: pushTopic, KeyFile: key.File, KeyID: key.KeyID, TeamID: key.TeamID,
+				ProductionURL: stand.URL, DevelopmentURL: stand.URL, RootCAs: stand.RootCAs()}},
+			Window:  300 * time.Millisecond,
+			AckWait: 3 * time.Second,
+		}
+	})
+	ctx := ctxT(t, 60*time.Second)
+	tok := apnsToken("mia-phone")
+	m := tc.dial(1, "mia", "phone")
+	register(t, ctx, m, tok)
+	_ = m.Close()
+	waitUntil(t, 10*time.Second, "mia offline everywhere", func() bool {
+		for i := 0; i < 3; i++ {
+			ps, err := tc.c.Node(i).Hub().Presence([]string{"mia"})
+			if err != nil || ps[0].Online {
+				return false
+			}
+		}
+		return true
+	})
+	sender := tc.dial(0, "ned", "phone")
+	for i := 1; i <= 5; i++ {
+		if _, err := sender.SendTo(ctx, "mia", fmt.Sprintf("c%d", i), fmt.Sprintf("hello %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := stand.WaitAccepted(ctx, 5); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	seqs := map[string]int{}
+	for _, e := range stand.Accepted() {
+		seqs[fmt.Sprint(e.Payload["seq"])]++
+	}
+	if len(seqs) != 5 {
+		t.Fatalf("pushes by seq %v, want 5 messages pushed once each", seqs)
+	}
+	for seq, n := range seqs {
+		if n != 1 {
+			t.Fatalf("seq %s pushed %d times", seq, n)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -174,12 +175,68 @@ func decodeDelivery(b []byte) (delivery, error) {
 // reconnects, deliveries are buffered.
 func (h *Hub) publish(d *delivery) error {
 	d.origin = h.nodeID
-	if err := h.nc.Publish(subjBroadcast, d.encode()); err != nil {
+	b := d.encode()
+	if err := h.nc.Publish(subjBroadcast, b); err != nil {
 		h.m.busErrors.Inc()
 		h.log.Warn("nats publish failed", "err", err)
 		return err
 	}
+	if d.seq > 0 {
+		h.recent.add(h.now(), b)
+	}
 	return nil
+}
+
+// Republish sends again the message deliveries this node published since
+// since (at most recentMax of them). The node calls it when its NATS link
+// comes back: what it published just before the link broke may have died
+// in the lost server's buffers, and members connected to other nodes would
+// not see those messages until their next reconnect. Devices drop the
+// copies by seq.
+func (h *Hub) Republish(since time.Time) int {
+	n := 0
+	for _, b := range h.recent.since(since) {
+		if err := h.nc.Publish(subjBroadcast, b); err != nil {
+			h.m.busErrors.Inc()
+			break
+		}
+		n++
+	}
+	h.m.republished.Add(float64(n))
+	return n
+}
+
+// recentMax bounds the deliveries kept for Republish (a few seconds of a
+// busy node; about 300 bytes each).
+const recentMax = 8192
+
+// recentRing keeps the last recentMax published message deliveries.
+type recentRing struct {
+	mu   sync.Mutex
+	at   [recentMax]time.Time // guarded by mu
+	b    [recentMax][]byte    // guarded by mu
+	next int                  // guarded by mu
+}
+
+func (r *recentRing) add(at time.Time, b []byte) {
+	r.mu.Lock()
+	r.at[r.next], r.b[r.next] = at, b
+	r.next = (r.next + 1) % recentMax
+	r.mu.Unlock()
+}
+
+// since returns the kept deliveries published at or after t, oldest first.
+func (r *recentRing) since(t time.Time) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out [][]byte
+	for i := 0; i < recentMax; i++ {
+		k := (r.next + i) % recentMax
+		if r.b[k] != nil && !r.at[k].Before(t) {
+			out = append(out, r.b[k])
+		}
+	}
+	return out
 }
 
 func (h *Hub) publishMembersChanged(conv string) {

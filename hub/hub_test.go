@@ -276,3 +276,19 @@ func TestRetryOfFirstMessage(t *testing.T) {
 		t.Fatalf("retry of the first message: %+v %v, want the original ack %+v", again, err, first)
 	}
 }
+
+func TestRecentRing(t *testing.T) {
+	var r recentRing
+	t0 := time.Unix(1000, 0)
+	for i := 0; i < recentMax+10; i++ {
+		r.add(t0.Add(time.Duration(i)*time.Millisecond), []byte{byte(i)})
+	}
+	all := r.since(time.Time{})
+	if len(all) != recentMax || all[0][0] != byte(10) {
+		t.Fatalf("kept %d, oldest %v: want the newest %d, oldest first", len(all), all[0], recentMax)
+	}
+	last := r.since(t0.Add(time.Duration(recentMax+7) * time.Millisecond))
+	if len(last) != 3 {
+		t.Fatalf("since the last 3: got %d", len(last))
+	}
+}

@@ -13,6 +13,7 @@ type Metrics struct {
 	duplicates       prometheus.Counter
 	seqConflicts     prometheus.Counter
 	rerouted         prometheus.Counter
+	republished      prometheus.Counter
 	topicLastFetched prometheus.Counter
 	busPanics        atomic.Int64 // bus handler panics recovered (also counted in busErrors); tests read it
 	nodes            prometheus.Gauge
@@ -52,6 +53,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		snapshots:        prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_presence_snapshots_total", Help: "Presence snapshots of a node applied."}),
 		topicLastFetched: prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_topic_last_fetched_total", Help: "Live-topic last values a first subscriber got from another node."}),
 		rerouted:         prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_rerouted_total", Help: "Retried sends whose stored message this node never saw routed, published again."}),
+		republished:      prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_republished_total", Help: "Message deliveries published again after a NATS reconnect."}),
 		seqConflicts:     prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_seq_conflicts_total", Help: "Sends retried because another node took the conversation's next seq first."}),
 		delivered:        prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_messages_delivered_total", Help: "Durable frames queued to local sessions."}),
 		syncs:            prometheus.NewCounter(prometheus.CounterOpts{Name: "parley_syncs_total", Help: "Sync (resume) requests answered."}),
@@ -69,7 +71,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "From publish on the sending node to queueing on the recipient's node.", Buckets: latencyBuckets}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.sessions, m.sent, m.duplicates, m.seqConflicts, m.rerouted, m.topicLastFetched, m.nodes, m.nodesLost, m.presenceGaps, m.presenceIgnored, m.snapshots, m.delivered, m.syncs, m.receipts, m.convOps,
+		reg.MustRegister(m.sessions, m.sent, m.duplicates, m.seqConflicts, m.rerouted, m.republished, m.topicLastFetched, m.nodes, m.nodesLost, m.presenceGaps, m.presenceIgnored, m.snapshots, m.delivered, m.syncs, m.receipts, m.convOps,
 			m.topicSubs, m.topicPublishes, m.topicEvents, m.topicCoalesced, m.busErrors, m.storageErrors,
 			m.storageLatency, m.sendLatency, m.deliveryLatency)
 	}

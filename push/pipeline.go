@@ -147,7 +147,7 @@ func newMetrics(reg prometheus.Registerer) metrics {
 }
 
 // New creates (or updates) the stream, the shared consumer and the sent
-// bucket. It waits up to 15 s for JetStream (a cluster elects its meta
+// bucket. It waits up to 30 s for JetStream (a cluster elects its meta
 // leader first).
 func New(cfg Config) (*Pipeline, error) {
 	switch {
@@ -194,10 +194,14 @@ func New(cfg Config) (*Pipeline, error) {
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "push"), js: js, m: newMetrics(cfg.Registry),
 		in: make(chan Job, cfg.QueueSize), stop: make(chan struct{}), sem: make(chan struct{}, cfg.Workers)}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		serr := p.setup(ctx)
+		// Each attempt gets a few seconds: a request made before the
+		// cluster elected its meta leader may never be answered.
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		serr := p.setup(actx)
+		acancel()
 		if serr == nil {
 			err = nil
 			break

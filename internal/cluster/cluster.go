@@ -126,11 +126,24 @@ func port(base, i int) int {
 
 func (c *Cluster) startNATS() error {
 	cfg := c.cfg
-	var routes []string
-	if cfg.RoutePort != 0 {
-		for j := 0; j < cfg.NATS; j++ {
-			routes = append(routes, "nats-route://"+net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.RoutePort+j)))
+	// Route ports are known up front (picked free ones when not given), so
+	// every server routes to every other from the start: JetStream needs
+	// its peers configured to elect a meta leader.
+	routePorts := make([]int, cfg.NATS)
+	for j := range routePorts {
+		if cfg.RoutePort != 0 {
+			routePorts[j] = cfg.RoutePort + j
+			continue
 		}
+		p, err := freePort(cfg.Host)
+		if err != nil {
+			return err
+		}
+		routePorts[j] = p
+	}
+	var routes []string
+	for _, p := range routePorts {
+		routes = append(routes, "nats-route://"+net.JoinHostPort(cfg.Host, strconv.Itoa(p)))
 	}
 	for j := 0; j < cfg.NATS; j++ {
 		opts := &natsserver.Options{
@@ -145,19 +158,9 @@ func (c *Cluster) startNATS() error {
 			Cluster: natsserver.ClusterOpts{
 				Name: "parley",
 				Host: cfg.Host,
-				Port: port(cfg.RoutePort, j),
+				Port: routePorts[j],
 			},
-		}
-		switch {
-		case routes != nil:
-			opts.Routes = natsserver.RoutesFromStr(strings.Join(routes, ","))
-		case j > 0:
-			// Random ports: everyone routes to the first server and
-			// learns the rest from it (gossip makes the full mesh).
-			c.mu.Lock()
-			first := c.nats[0]
-			c.mu.Unlock()
-			opts.Routes = natsserver.RoutesFromStr("nats-route://" + first.ClusterAddr().String())
+			Routes: natsserver.RoutesFromStr(strings.Join(routes, ",")),
 		}
 		if cfg.MonitorPort == 0 {
 			opts.HTTPPort = 0
@@ -178,7 +181,15 @@ func (c *Cluster) startNATS() error {
 		c.mu.Lock()
 		c.nats = append(c.nats, ns)
 		c.mu.Unlock()
-		if !ns.ReadyForConnections(10 * time.Second) {
+	}
+	// Ready is checked once all run: with JetStream a server is only ready
+	// when the cluster has elected its meta leader.
+	ready := 10 * time.Second
+	if cfg.Node.Push.Enabled() {
+		ready = 20 * time.Second
+	}
+	for j, ns := range c.nats {
+		if !ns.ReadyForConnections(ready) {
 			return fmt.Errorf("cluster: nats %d did not start", j+1)
 		}
 	}
@@ -338,6 +349,16 @@ func (c *Cluster) KillNATS(j int) {
 		ns.Shutdown()
 		ns.WaitForShutdown()
 	}
+}
+
+// freePort returns a port that was free on host a moment ago.
+func freePort(host string) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("cluster: pick a route port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Shutdown drains every gateway (concurrently) and then stops NATS and the

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
@@ -121,6 +122,7 @@ type Node struct {
 	senders  []interface{ Close() }
 	gw       *gateway.Server // set once in Start; read by the NATS error handler under gwMu
 	gwMu     sync.Mutex
+	linkLost atomic.Int64 // unix ns the NATS link last broke; 0 when up
 	srv      *http.Server
 	admin    *http.Server
 	ln       net.Listener
@@ -427,14 +429,25 @@ func (n *Node) connectNATS(drops *prometheus.CounterVec) error {
 			}
 			log.Warn("nats async error", "subject", subj, "err", err)
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn("nats disconnected", "err", err) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			n.linkLost.CompareAndSwap(0, time.Now().UnixNano())
+			log.Warn("nats disconnected", "err", err)
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			// Whatever other nodes published while the link was down is
 			// lost for this node's sessions: they reconnect and sync.
 			log.Warn("nats reconnected: clients of this node resync", "url", c.ConnectedUrl())
 			drops.WithLabelValues("reconnect").Inc()
+			lost := n.linkLost.Swap(0)
+			// (n.hub is set before the gateway, which gwMu publishes.)
 			if gw := n.gateway(); gw != nil {
 				gw.Resync()
+				// And what this node published just before the link
+				// broke may have died with the server: publish it again.
+				if lost != 0 {
+					k := n.hub.Republish(time.Unix(0, lost).Add(-2 * time.Second))
+					log.Info("republished recent deliveries after the nats reconnect", "deliveries", k)
+				}
 			}
 		}),
 	}
