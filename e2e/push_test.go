@@ -131,19 +131,29 @@ func TestPushOfflineOnceOnlineNone(t *testing.T) {
 func TestPushDeliveryTimeout(t *testing.T) {
 	s := startPushServer(t, 700*time.Millisecond)
 	ctx := ctxT(t, 30*time.Second)
-	tok := apnsToken("carol-phone")
+	tok, laptopTok := apnsToken("carol-phone"), apnsToken("carol-laptop")
 	c := s.dial("carol", "phone")
 	register(t, ctx, c, tok)
-	s.waitDevices(t, "carol", "phone")
+	l := s.dial("carol", "laptop")
+	register(t, ctx, l, laptopTok)
+	s.waitDevices(t, "carol", "laptop", "phone")
 	alice := s.dial("alice", "phone")
 	start := time.Now()
 	if _, err := alice.SendTo(ctx, "carol", "m1", "are you there"); err != nil {
 		t.Fatal(err)
 	}
-	nextMessage(t, c, 5*time.Second) // read, never confirmed
-	waitUntil(t, 10*time.Second, "the push after the window", func() bool { return len(s.pushesTo(tok)) == 1 })
+	nextMessage(t, c, 5*time.Second) // the phone reads it but never confirms
+	m := nextMessage(t, l, 5*time.Second)
+	if err := l.Receipt(ctx, m.Conv, "delivered", m.Seq); err != nil { // the laptop confirms
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the phone's push after the window", func() bool { return len(s.pushesTo(tok)) == 1 })
 	if took := time.Since(start); took < 650*time.Millisecond {
 		t.Fatalf("pushed after %v, inside the 700 ms window", took)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := len(s.pushesTo(laptopTok)); n != 0 {
+		t.Fatalf("the laptop, which confirmed, got %d pushes", n)
 	}
 }
 

@@ -36,6 +36,7 @@ const (
 	kindMembers   byte = 2
 	kindPresence  byte = 3
 	kindHeartbeat byte = 4
+	kindConfirm   byte = 5 // a device confirmed delivery (push.go)
 )
 
 // Deliver flags.
@@ -280,6 +281,16 @@ func (h *Hub) onBroadcast(msg *nats.Msg) {
 			h.invalidate(ctx, conv)
 			cancel()
 		}
+	case kindConfirm:
+		r := reader{b: b[1:]}
+		_ = r.u64() // origin
+		user, device, conv := r.str(), r.str(), r.str()
+		seq := r.uvarint()
+		if r.err != nil {
+			h.m.busErrors.Inc()
+			return
+		}
+		h.confirms.add(user, device, conv, seq, h.now())
 	case kindPresence, kindHeartbeat:
 		r := reader{b: b[1:]}
 		origin := r.u64()

@@ -122,6 +122,7 @@ func (h *Hub) clusterLoop() {
 		// plenty for a ten-minute retention.
 		if now.Sub(lastForget) >= time.Minute {
 			h.view.Forget(now.Add(-viewRetain))
+			h.confirms.prune(now.Add(-confirmKeep))
 			lastForget = now
 		}
 	}

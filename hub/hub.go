@@ -144,6 +144,7 @@ type Hub struct {
 	tracker      *presence.Tracker
 	view         *presence.View // cluster-wide presence (cluster.go)
 	recent       recentRing     // deliveries to republish after a NATS reconnect (bus.go)
+	confirms     confirmMap     // devices' recent delivery confirmations (push.go)
 	cl           cluster
 	watchers     *presence.Watchers
 	lastPresence atomic.Pointer[encodedPresence] // see EncodedPresence

@@ -2,10 +2,12 @@ package hub
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/parley-im/parley/protocol"
@@ -22,10 +24,10 @@ import (
 //     gets nothing;
 //   - a device with no live session anywhere in the cluster gets a push now;
 //   - a device that is online gets none while the delivery window runs
-//     (from the ack); if delivery is still unconfirmed when it ends (a
-//     half-dead mobile socket), it gets one then. Delivery is confirmed per
-//     user (the delivered watermark), so an online device counts as served
-//     once any of the user's devices confirmed;
+//     (from the ack); if that device has not confirmed delivery when it
+//     ends (a half-dead mobile socket), it gets one then. Devices confirm
+//     with delivered (or read) receipts, which every node records per
+//     device from the bus (confirmMap);
 //   - muted conversations are skipped per device; a device that hides text
 //     gets no message text;
 //   - all pushes of a conversation share its collapse id, the text counts
@@ -138,7 +140,7 @@ func (h *Hub) Plan(ctx context.Context, j push.Job) ([]push.Target, time.Duratio
 	if m.ReadSeq >= j.Seq {
 		return nil, 0, nil // read on some device already
 	}
-	confirmed := m.DeliveredSeq >= j.Seq
+
 	devices, err := h.store.Devices(ctx, j.User)
 	if err != nil {
 		return nil, 0, fmt.Errorf("devices: %w", err)
@@ -153,9 +155,8 @@ func (h *Hub) Plan(ctx context.Context, j push.Job) ([]push.Target, time.Duratio
 	for _, d := range devices {
 		switch {
 		case slices.Contains(d.Muted, j.Conv):
-		case slices.Contains(online, d.ID) && confirmed:
-			// Online and delivered: the user's devices confirm one
-			// watermark, so an online device that has it gets no push.
+		case slices.Contains(online, d.ID) && h.confirms.get(j.User, d.ID, j.Conv) >= j.Seq:
+			// Online and this device confirmed it: nothing to do.
 		case slices.Contains(online, d.ID) && age < h.cfg.PushWindow:
 			wait = max(wait, h.cfg.PushWindow-age)
 		default:
@@ -250,4 +251,74 @@ func clip(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// publishConfirm tells every node that a device has a conversation up to
+// seq (its delivered or read receipt).
+func (h *Hub) publishConfirm(user, device, conv string, seq uint64) {
+	if device == "" {
+		return
+	}
+	b := make([]byte, 0, 24+len(user)+len(device)+len(conv))
+	b = append(b, kindConfirm)
+	b = binary.BigEndian.AppendUint64(b, h.nodeID)
+	b = appendStr(appendStr(appendStr(b, user), device), conv)
+	b = binary.AppendUvarint(b, seq)
+	if err := h.nc.Publish(subjBroadcast, b); err != nil {
+		h.m.busErrors.Inc()
+	}
+}
+
+// confirmMap remembers, per (user, device, conversation), the highest seq
+// the device confirmed lately. Entries older than confirmKeep are pruned
+// (the planner only needs confirmations within a delivery window); at most
+// confirmMax are kept.
+type confirmMap struct {
+	mu sync.Mutex
+	m  map[string]confirmEntry // guarded by mu
+}
+
+type confirmEntry struct {
+	seq uint64
+	at  time.Time
+}
+
+const (
+	confirmKeep = 5 * time.Minute
+	confirmMax  = 1 << 20
+)
+
+func confirmKey(user, device, conv string) string { return user + "\x00" + device + "\x00" + conv }
+
+func (c *confirmMap) add(user, device, conv string, seq uint64, now time.Time) {
+	k := confirmKey(user, device, conv)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = make(map[string]confirmEntry)
+	}
+	if e, ok := c.m[k]; ok && e.seq >= seq {
+		c.m[k] = confirmEntry{e.seq, now}
+		return
+	}
+	if len(c.m) >= confirmMax {
+		return // full: such a device gets a push it might not have needed
+	}
+	c.m[k] = confirmEntry{seq, now}
+}
+
+func (c *confirmMap) get(user, device, conv string) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[confirmKey(user, device, conv)].seq
+}
+
+func (c *confirmMap) prune(cutoff time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.m {
+		if e.at.Before(cutoff) {
+			delete(c.m, k)
+		}
+	}
 }

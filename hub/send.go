@@ -459,6 +459,11 @@ func (h *Hub) Receipt(ctx context.Context, a Actor, conv, kind string, seq uint6
 		return errInvalid("seq %d is not a message of %s", seq, conv)
 	}
 	raised, err := h.store.SetWatermark(ctx, conv, a.User, rk, seq)
+	if err == nil {
+		// Per device, even when the user's watermark did not move: the
+		// push planner asks whether this device has the message.
+		h.publishConfirm(a.User, a.Device, conv, seq)
+	}
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
 		return errNotMember(conv)
