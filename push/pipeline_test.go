@@ -234,3 +234,46 @@ func TestPipelineNodeKilledBetweenDequeueAndSend(t *testing.T) {
 		t.Fatalf("sent %d times, want exactly once", n)
 	}
 }
+
+// The queue is durable: a job queued while the provider is failing survives
+// a restart of the NATS server (JetStream's files) and of the node, and is
+// sent once afterwards.
+func TestPipelineSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	start := func() *natsserver.Server {
+		ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+			JetStream: true, StoreDir: dir, JetStreamMaxMemory: 64 << 20, JetStreamMaxStore: 256 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.Start()
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats not ready")
+		}
+		return ns
+	}
+	ns := start()
+	down := newScripted()
+	for i := 0; i < 10; i++ {
+		down.answers["t"] = append(down.answers["t"], Result{Outcome: Retry, Status: 503, RetryAfter: 5 * time.Second})
+	}
+	pl := &planner{devices: map[string][]string{"u": {"t"}}}
+	nc := connect(t, ns)
+	p := startPipeline(t, nc, down, pl)
+	p.Enqueue(Job{User: "u", Conv: "c", Seq: 9})
+	waitFor(t, 5*time.Second, "the first, failed attempt", func() bool { return down.count("t") == 1 })
+	p.Close()
+	nc.Close()
+	ns.Shutdown()
+	ns.WaitForShutdown()
+
+	ns = start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	up := newScripted()
+	startPipeline(t, connect(t, ns), up, &planner{devices: map[string][]string{"u": {"t"}}})
+	waitFor(t, 20*time.Second, "the job after the restart", func() bool { return up.count("t") == 1 })
+	time.Sleep(500 * time.Millisecond)
+	if n := up.count("t"); n != 1 {
+		t.Fatalf("sent %d times after the restart", n)
+	}
+}
