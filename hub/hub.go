@@ -26,7 +26,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/parley-im/parley/presence"
-	"github.com/parley-im/parley/push"
 	"github.com/parley-im/parley/storage"
 )
 
@@ -97,10 +96,11 @@ type Config struct {
 	// DefaultBusPendingBytes. Beyond them NATS drops (a slow consumer): the
 	// node counts it and makes its clients resync (see SubjectBroadcast).
 	BusPendingMsgs, BusPendingBytes int
-	// PushJobs, if set, receives one push job per member (but the sender)
-	// and message once the message is acked; it must not block
-	// (push.Pipeline.Enqueue). Nil: no pushes.
-	PushJobs func(push.Job)
+	// PushJobs, if set, receives each acked message's members (read-only),
+	// its sender and its conversation, seq and time, to queue one push job
+	// per member but the sender; it must not block
+	// (push.Pipeline.EnqueueMessage). Nil: no pushes.
+	PushJobs func(users []string, sender, conv string, seq uint64, at int64)
 	// PushWindow is how long an online device may take to confirm delivery
 	// before it gets a push anyway; 0 means 10 s.
 	PushWindow time.Duration

@@ -111,18 +111,15 @@ func truncateID(s string) string {
 	return s
 }
 
-// queuePushes hands one push job per member who may need one to the queue.
-// It never blocks (the queue drops and counts when full): the ack to the
-// sender does not wait for it.
+// queuePushes hands the message's push jobs (one per member but the
+// sender) to the queue. It never blocks, and costs the send one channel
+// send whatever the group's size: the queue makes the jobs on its own
+// goroutine from the (immutable) member list.
 func (h *Hub) queuePushes(st *convState, sender string, seq uint64, at time.Time) {
 	if h.cfg.PushJobs == nil {
 		return
 	}
-	for _, u := range st.members.Load().users {
-		if u != sender {
-			h.cfg.PushJobs(push.Job{User: u, Conv: st.id, Seq: seq, At: at.UnixMilli()})
-		}
-	}
+	h.cfg.PushJobs(st.members.Load().users, sender, st.id, seq, at.UnixMilli())
 }
 
 // maxBadgeConvs bounds the conversations summed for a badge.

@@ -98,8 +98,9 @@ type Config struct {
 	// MaxBytes bounds the stream's storage on each replica; 0 means 1 GiB
 	// (it must fit the NATS servers' JetStream max store).
 	MaxBytes int64
-	// QueueSize bounds jobs waiting to be published; 0 means 65536. Beyond
-	// it Enqueue drops (counted): the push path never blocks a send.
+	// QueueSize bounds messages waiting to have their jobs published; 0
+	// means 65536. Beyond it Enqueue drops (counted): the push path never
+	// blocks a send.
 	QueueSize int
 	Logger    *slog.Logger
 	Registry  prometheus.Registerer // nil: metrics not registered
@@ -114,7 +115,7 @@ type Pipeline struct {
 	sent jetstream.KeyValue
 	m    metrics
 
-	in   chan Job // jobs to publish
+	in   chan batch // jobs to publish
 	stop chan struct{}
 	wg   sync.WaitGroup
 	cc   jetstream.ConsumeContext
@@ -193,7 +194,7 @@ func New(cfg Config) (*Pipeline, error) {
 		return nil, fmt.Errorf("push: jetstream: %w", err)
 	}
 	p := &Pipeline{cfg: cfg, log: cfg.Logger.With("component", "push"), js: js, m: newMetrics(cfg.Registry),
-		in: make(chan Job, cfg.QueueSize), stop: make(chan struct{}), sem: make(chan struct{}, cfg.Workers)}
+		in: make(chan batch, cfg.QueueSize), stop: make(chan struct{}), sem: make(chan struct{}, cfg.Workers)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
@@ -290,15 +291,32 @@ func (p *Pipeline) Close() {
 	})
 }
 
+// batch is one message's jobs: one per user in users but except.
+type batch struct {
+	users  []string // read-only (shared with the caller)
+	except string
+	conv   string
+	seq    uint64
+	at     int64
+}
+
 // Enqueue hands a job to the queue without blocking; when the buffer is
 // full the job is dropped and counted (the member gets the message on
 // their next sync, not a push).
 func (p *Pipeline) Enqueue(j Job) {
+	p.EnqueueMessage([]string{j.User}, "", j.Conv, j.Seq, j.At)
+}
+
+// EnqueueMessage queues one job per user of users but except, for message
+// seq of conv acked at at (unix ms), without blocking: the jobs are made
+// and published on the pipeline's goroutine, so a message to a large group
+// costs its sender one channel send. users must not be modified afterwards.
+// A full buffer drops the message's jobs and counts them.
+func (p *Pipeline) EnqueueMessage(users []string, except, conv string, seq uint64, at int64) {
 	select {
-	case p.in <- j:
-		p.m.enqueued.Inc()
+	case p.in <- batch{users: users, except: except, conv: conv, seq: seq, at: at}:
 	default:
-		p.m.dropped.Inc()
+		p.m.dropped.Add(float64(len(users)))
 	}
 }
 
@@ -306,17 +324,26 @@ func (p *Pipeline) publishLoop() {
 	defer p.wg.Done()
 	for {
 		select {
-		case j := <-p.in:
-			p.publish(j)
+		case b := <-p.in:
+			p.publishBatch(b)
 		case <-p.stop:
 			for {
 				select {
-				case j := <-p.in:
-					p.publish(j)
+				case b := <-p.in:
+					p.publishBatch(b)
 				default:
 					return
 				}
 			}
+		}
+	}
+}
+
+func (p *Pipeline) publishBatch(b batch) {
+	for _, u := range b.users {
+		if u != b.except {
+			p.m.enqueued.Inc()
+			p.publish(Job{User: u, Conv: b.conv, Seq: b.seq, At: b.at})
 		}
 	}
 }

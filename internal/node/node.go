@@ -215,7 +215,9 @@ func Start(cfg Config) (n *Node, err error) {
 		Metrics:           hub.NewMetrics(reg),
 	}
 	if cfg.Push.Enabled() {
-		hcfg.PushJobs = func(j push.Job) { n.pipe.Enqueue(j) } // set below, before the hub starts
+		hcfg.PushJobs = func(users []string, sender, conv string, seq uint64, at int64) {
+			n.pipe.EnqueueMessage(users, sender, conv, seq, at) // n.pipe is set below, before the hub starts
+		}
 	}
 	n.hub, err = hub.New(hcfg)
 	if err != nil {
