@@ -234,6 +234,12 @@ func (h *Hub) unreadTotal(ctx context.Context, user string) int {
 	return total
 }
 
+// HasDevices implements push.Planner: one short prefix scan of the store.
+func (h *Hub) HasDevices(ctx context.Context, user string) bool {
+	ds, err := h.store.Devices(ctx, user)
+	return err != nil || len(ds) > 0 // on error, queue: the planner decides later
+}
+
 // DropToken implements push.Planner.
 func (h *Hub) DropToken(ctx context.Context, platform, topic, token string) error {
 	return h.store.DropToken(ctx, platform, topic, token)

@@ -72,6 +72,10 @@ type Planner interface {
 	Plan(ctx context.Context, j Job) (targets []Target, wait time.Duration, err error)
 	// DropToken forgets a token a provider called dead.
 	DropToken(ctx context.Context, platform, topic, token string) error
+	// HasDevices reports whether user has any push registration; jobs
+	// for users without one are not queued (a registration made after
+	// the message misses that message's push).
+	HasDevices(ctx context.Context, user string) bool
 }
 
 // Config configures a Pipeline. Zero values are documented.
@@ -340,11 +344,14 @@ func (p *Pipeline) publishLoop() {
 }
 
 func (p *Pipeline) publishBatch(b batch) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	for _, u := range b.users {
-		if u != b.except {
-			p.m.enqueued.Inc()
-			p.publish(Job{User: u, Conv: b.conv, Seq: b.seq, At: b.at})
+		if u == b.except || !p.cfg.Planner.HasDevices(ctx, u) {
+			continue
 		}
+		p.m.enqueued.Inc()
+		p.publish(Job{User: u, Conv: b.conv, Seq: b.seq, At: b.at})
 	}
 }
 

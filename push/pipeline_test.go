@@ -110,6 +110,12 @@ func (p *planner) Plan(ctx context.Context, j Job) ([]Target, time.Duration, err
 	return out, 0, nil
 }
 
+func (p *planner) HasDevices(_ context.Context, user string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.devices[user]) > 0
+}
+
 func (p *planner) DropToken(_ context.Context, _, _, token string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
