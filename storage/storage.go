@@ -10,6 +10,8 @@
 //	user_convs      (user, conv)                -> joined marker (a user's conversation list)
 //	messages        ((conv, bucket), seq DESC)  -> Message, bucket = seq / BucketSize
 //	client_ids      ((conv, sender), cmid)      -> seq (idempotent sends)
+//	devices         (user, device)              -> Device (push registration)
+//	push_tokens     (platform, topic, token)    -> (user, device) (a token's one holder)
 //
 // Messages are bucketed by sequence range rather than by wall-clock time: a
 // bucket holds at most BucketSize messages, so no partition grows without bound
@@ -210,7 +212,9 @@ type Store interface {
 	// PutDevice stores d (replacing the user's device of the same ID) and
 	// takes d's (Platform, Topic, Token) away from any other device that
 	// held it (that device is removed). It returns ErrExists if the user has
-	// MaxDevicesPerUser other devices already.
+	// MaxDevicesPerUser other devices already (counted before the move: a
+	// user at the limit cannot register a new device id even with a token
+	// one of their own devices holds). Callers validate d.
 	PutDevice(ctx context.Context, d Device) error
 	// RemoveDevice removes a user's device; ErrNotFound if there is none.
 	RemoveDevice(ctx context.Context, user, device string) error
