@@ -123,7 +123,9 @@ func FuzzOnBroadcast(f *testing.F) {
 	hb = binary.AppendUvarint(hb, 3)
 	hb = appendStr(appendStr(hb, "n"), "a:1")
 	pres := append([]byte{kindPresence, 0, 0, 0, 0, 0, 0, 0, 9, 1}, `{"User":"u","Online":true,"Devices":["d"]}`...)
-	for _, seed := range [][]byte{hb, pres, (&delivery{conv: "c", seq: 2, frame: []byte("{}")}).encode(),
+	confirm := []byte{kindConfirm, 0, 0, 0, 0, 0, 0, 0, 9}
+	confirm = binary.AppendUvarint(appendStr(appendStr(appendStr(confirm, "u"), "phone"), "dm:a:u"), 4)
+	for _, seed := range [][]byte{hb, pres, confirm, (&delivery{conv: "c", seq: 2, frame: []byte("{}")}).encode(),
 		append([]byte{kindMembers, 0, 0, 0, 0, 0, 0, 0, 1}, 1, 'c'), {kindPresence}, {0xff}} {
 		f.Add(seed)
 	}
