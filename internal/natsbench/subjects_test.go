@@ -308,43 +308,6 @@ func waitSubs(tb testing.TB, s *natsserver.Server, want int) {
 	}, fmt.Sprintf("%d subscriptions on %s", want, s.Name()))
 }
 
-// BenchmarkForeignMessage is what a gateway pays for a broadcast message
-// none of whose recipients it holds: decode the ~200-byte payload, find the
-// conversation's cached member list, and look up each member in its session
-// map (50,000 local users), missing every time. members=2 is a 1:1
-// conversation; members=10000 a large room. A member-list cache miss, which
-// costs a storage read in hub, is not included.
-func BenchmarkForeignMessage(b *testing.B) {
-	sessions := make(map[string][]uint64, 50000)
-	for i := range 50000 {
-		sessions["user-"+fmt.Sprintf("%012d", i)] = []uint64{uint64(i)}
-	}
-	payload := samplePayload()
-	for _, members := range []int{2, 10000} {
-		users := make([]string, members)
-		for i := range users {
-			users[i] = "user-" + fmt.Sprintf("%012d", 1_000_000+i) // on other nodes
-		}
-		convs := map[string][]string{"dm:01JD6Z4M2Q8W5V3N9K7T1R0XYZ": users}
-		b.Run(fmt.Sprintf("members=%d", members), func(b *testing.B) {
-			b.ReportAllocs()
-			hits := 0
-			for b.Loop() {
-				d, err := decodeDelivery(payload)
-				if err != nil {
-					b.Fatal(err)
-				}
-				for _, u := range convs[d.conv] {
-					hits += len(sessions[u])
-				}
-			}
-			if hits != 0 {
-				b.Fatal("foreign message matched a local session")
-			}
-		})
-	}
-}
-
 // BenchmarkRegistryUpdate estimates the user→node registry that per-node
 // subjects need: every connect or disconnect is one update published on A
 // and applied to a map on each of the 3 gateways.
