@@ -80,7 +80,12 @@ func (h *Hub) Send(ctx context.Context, a Actor, req SendRequest) (protocol.Ack,
 		sender = ""
 	}
 	// System messages have no sender: their idempotency scope is the empty
-	// sender, which no user id can be.
+	// sender, which no user id can be. The lookup comes before the write
+	// even though the write's claim checks the client id too: with a stale
+	// cached end (the node that stored the retried message died before
+	// routing it) the write would pick the stored message's own seq, where
+	// the store takes it for an idempotent overwrite and the retry would
+	// be acked as new.
 	if ack, ok, err := h.storedAck(ctx, st, sender, req.CMID, a.Session); err != nil {
 		return protocol.Ack{}, err
 	} else if ok {
