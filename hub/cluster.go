@@ -69,15 +69,13 @@ type cluster struct {
 	pubMu  sync.Mutex // serialises numbering and publishing presence changes
 	pubSeq uint64     // guarded by pubMu; presence changes published by this node
 
-	wg     sync.WaitGroup // the sweep loop and snapshot requests
-	stop   chan struct{}
+	wg     sync.WaitGroup  // the sweep loop and snapshot requests
 	ctx    context.Context // cancelled by stopCluster
 	cancel context.CancelFunc
 }
 
 func (h *Hub) startCluster() error {
 	h.cl.peers = make(map[uint64]*peer)
-	h.cl.stop = make(chan struct{})
 	h.cl.ctx, h.cl.cancel = context.WithCancel(context.Background())
 	sub, err := h.nc.Subscribe(subjSnapshotPrefix+strconv.FormatUint(h.nodeID, 16), h.answerSnapshot)
 	if err != nil {
@@ -93,8 +91,7 @@ func (h *Hub) startCluster() error {
 }
 
 func (h *Hub) stopCluster() {
-	if h.cl.stop != nil {
-		close(h.cl.stop)
+	if h.cl.cancel != nil {
 		h.cl.cancel()
 	}
 	h.cl.wg.Wait()
@@ -108,7 +105,7 @@ func (h *Hub) clusterLoop() {
 	lastBeat, lastForget := h.now(), h.now()
 	for {
 		select {
-		case <-h.cl.stop:
+		case <-h.cl.ctx.Done():
 			return
 		case <-tick.C:
 		}
@@ -353,18 +350,11 @@ func (h *Hub) requestSnapshot(node uint64) {
 }
 
 func (h *Hub) fetchSnapshot(node uint64) bool {
-	inbox := h.nc.NewInbox()
-	sub, err := h.nc.SubscribeSync(inbox)
-	if err != nil {
-		h.m.busErrors.Inc()
+	sub := h.scatter(subjSnapshotPrefix+strconv.FormatUint(node, 16), 256<<20)
+	if sub == nil {
 		return false
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	_ = sub.SetPendingLimits(-1, 256<<20)
-	if err := h.nc.PublishRequest(subjSnapshotPrefix+strconv.FormatUint(node, 16), inbox, nil); err != nil {
-		h.m.busErrors.Inc()
-		return false
-	}
 	ctx, cancel := context.WithTimeout(h.cl.ctx, snapshotTimeout)
 	defer cancel()
 	var users []presence.Status
@@ -388,6 +378,26 @@ func (h *Hub) fetchSnapshot(node uint64) bool {
 	}
 	h.applySnapshot(node, seq, users)
 	return true
+}
+
+// scatter publishes an empty request on subject with a fresh inbox for the
+// answers (possibly several, from several nodes, or several chunks) and
+// returns the inbox's subscription, holding up to maxBytes of them; nil if
+// NATS refused (counted).
+func (h *Hub) scatter(subject string, maxBytes int) *nats.Subscription {
+	inbox := h.nc.NewInbox()
+	sub, err := h.nc.SubscribeSync(inbox)
+	if err != nil {
+		h.m.busErrors.Inc()
+		return nil
+	}
+	_ = sub.SetPendingLimits(-1, maxBytes)
+	if err := h.nc.PublishRequest(subject, inbox, nil); err != nil {
+		_ = sub.Unsubscribe()
+		h.m.busErrors.Inc()
+		return nil
+	}
+	return sub
 }
 
 // applySnapshot replaces node's entries in the View.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/parley-im/parley/protocol"
 )
 
 // Live-topic last values across the cluster. A topic's last value lives on
@@ -40,14 +41,7 @@ func (h *Hub) answerLast(msg *nats.Msg) {
 	if msg.Reply == "" {
 		return
 	}
-	name := strings.TrimPrefix(msg.Subject, subjLastPrefix)
-	sh := h.topics.shard(name)
-	sh.mu.Lock()
-	var last []byte
-	if t := sh.topics[name]; t != nil {
-		last = t.last
-	}
-	sh.mu.Unlock()
+	last := h.topics.last(strings.TrimPrefix(msg.Subject, subjLastPrefix))
 	if err := h.nc.Publish(msg.Reply, last); err != nil {
 		h.m.busErrors.Inc()
 	}
@@ -90,17 +84,11 @@ func (h *Hub) fetchLast(s Session, name string) {
 // gatherLast collects the nodes' answers for up to lastWait (or until all
 // nodes answered) and returns the newest value, or nil.
 func (h *Hub) gatherLast(name string, nodes int) []byte {
-	inbox := h.nc.NewInbox()
-	sub, err := h.nc.SubscribeSync(inbox)
-	if err != nil {
-		h.m.busErrors.Inc()
+	sub := h.scatter(subjLastPrefix+name, nodes*(protocol.MaxData+1024))
+	if sub == nil {
 		return nil
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := h.nc.PublishRequest(subjLastPrefix+name, inbox, nil); err != nil {
-		h.m.busErrors.Inc()
-		return nil
-	}
 	deadline := time.Now().Add(lastWait)
 	var best []byte
 	for got := 0; got < nodes; got++ {

@@ -149,18 +149,22 @@ func topicKey(name string) string { return "e:" + name }
 // it asks the other nodes of the cluster and offers their newest answer
 // when it arrives (topiclast.go).
 func (h *Hub) OfferLast(s Session, name string) {
-	sh := h.topics.shard(name)
-	sh.mu.Lock()
-	var last []byte
-	if t := sh.topics[name]; t != nil {
-		last = t.last
-	}
-	sh.mu.Unlock()
-	if last != nil {
+	if last := h.topics.last(name); last != nil {
 		s.Offer(topicKey(name), last)
 		return
 	}
 	h.fetchLast(s, name)
+}
+
+// last returns the topic's last value kept here, or nil.
+func (m *topicMap) last(name string) []byte {
+	sh := m.shard(name)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if t := sh.topics[name]; t != nil {
+		return t.last
+	}
+	return nil
 }
 
 // Unsubscribe removes s from a topic.
