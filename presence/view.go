@@ -114,25 +114,12 @@ func (v *View) Replace(node, seq uint64, online []Status) []Status {
 			in[online[i].User] = &online[i]
 		}
 	}
-	var changed []Status
-	for si := range v.shards {
-		sh := &v.shards[si]
-		sh.mu.Lock()
-		for user, u := range sh.users {
-			i := u.find(node)
-			if i < 0 || u.entries[i].seq > seq {
-				continue
-			}
-			if _, ok := in[user]; ok {
-				continue // updated below
-			}
-			u.entries = slices.Delete(u.entries, i, i+1)
-			if st, ok := v.mergeLocked(sh, user, u); ok {
-				changed = append(changed, st)
-			}
-		}
-		sh.mu.Unlock()
-	}
+	// Drop the entries the snapshot no longer lists (those it lists are
+	// updated below; newer ones than the snapshot stay).
+	changed := v.dropEntries(node, time.Time{}, func(user string, e nodeEntry) bool {
+		_, listed := in[user]
+		return e.seq <= seq && !listed
+	})
 	for _, st := range in {
 		if m, ok := v.Apply(node, seq, *st); ok {
 			changed = append(changed, m)
@@ -145,18 +132,25 @@ func (v *View) Replace(node, seq uint64, online []Status) []Status {
 // becomes the last-seen time of the users it takes offline) and returns the
 // merged Status of every user whose merged state changed.
 func (v *View) NodeDown(node uint64, lastHeard time.Time) []Status {
+	return v.dropEntries(node, lastHeard, func(string, nodeEntry) bool { return true })
+}
+
+// dropEntries removes node's entries for which drop says so, raising the
+// users' last-seen to lastSeen (if later), and returns the merged Status of
+// every user whose merged state changed.
+func (v *View) dropEntries(node uint64, lastSeen time.Time, drop func(user string, e nodeEntry) bool) []Status {
 	var changed []Status
 	for si := range v.shards {
 		sh := &v.shards[si]
 		sh.mu.Lock()
 		for user, u := range sh.users {
 			i := u.find(node)
-			if i < 0 {
+			if i < 0 || !drop(user, u.entries[i]) {
 				continue
 			}
 			u.entries = slices.Delete(u.entries, i, i+1)
-			if lastHeard.After(u.lastSeen) {
-				u.lastSeen = lastHeard
+			if lastSeen.After(u.lastSeen) {
+				u.lastSeen = lastSeen
 			}
 			if st, ok := v.mergeLocked(sh, user, u); ok {
 				changed = append(changed, st)
