@@ -67,16 +67,21 @@ func startCluster(t *testing.T, mods ...func(*node.Config)) *testCluster {
 		t.Fatal(err)
 	}
 	tc := &testCluster{t: t, c: c, key: key}
-	// Every gateway hears the other two before the test starts.
-	waitUntil(t, 10*time.Second, "every node to see the cluster", func() bool {
-		for i := 0; i < c.Nodes(); i++ {
-			if len(c.Node(i).Hub().Nodes()) != c.Nodes() {
+	tc.waitNodes("every node to see the cluster") // before the test starts
+	return tc
+}
+
+// waitNodes waits until every gateway hears every gateway.
+func (tc *testCluster) waitNodes(what string) {
+	tc.t.Helper()
+	waitUntil(tc.t, 10*time.Second, what, func() bool {
+		for i := 0; i < tc.c.Nodes(); i++ {
+			if len(tc.c.Node(i).Hub().Nodes()) != tc.c.Nodes() {
 				return false
 			}
 		}
 		return true
 	})
-	return tc
 }
 
 func (tc *testCluster) token(user, device string) string {
@@ -548,14 +553,7 @@ func TestClusterNATSServerCrash(t *testing.T) {
 	r.run(t, ctx, 80, func() { tc.c.KillNATS(1) })
 	r.verify(t, ctx, 0)
 	// Every gateway still hears the whole cluster.
-	waitUntil(t, 10*time.Second, "three nodes after the NATS failover", func() bool {
-		for i := 0; i < 3; i++ {
-			if len(tc.c.Node(i).Hub().Nodes()) != 3 {
-				return false
-			}
-		}
-		return true
-	})
+	tc.waitNodes("three nodes after the NATS failover")
 }
 
 // SIGTERM on one gateway (drain): its clients get a bye with a jittered
@@ -657,14 +655,7 @@ func TestClusterPresenceSnapshotOnJoin(t *testing.T) {
 	if err := tc.c.RestartNode(1); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 10*time.Second, "three nodes after the restart", func() bool {
-		for i := 0; i < 3; i++ {
-			if len(tc.c.Node(i).Hub().Nodes()) != 3 {
-				return false
-			}
-		}
-		return true
-	})
+	tc.waitNodes("three nodes after the restart")
 	// The restarted node's watcher sees node 1's user at once.
 	w2 := tc.dial(1, "wendy", "laptop")
 	waitUntil(t, 5*time.Second, "early online, seen from the restarted node", func() bool {

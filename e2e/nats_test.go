@@ -24,15 +24,7 @@ import (
 // --nats-url: a node routes through an external NATS server (here a real
 // nats-server listening on loopback) exactly as through its in-process one.
 func TestExternalNATS(t *testing.T) {
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(5 * time.Second) {
-		t.Fatal("nats not ready")
-	}
+	ns := startNATS(t, &natsserver.Options{})
 	s := startServer(t, func(c *node.Config) { c.NATSURL = ns.ClientURL() })
 	ctx := ctxT(t, 20*time.Second)
 	alice, bob := s.dial("alice", "p"), s.dial("bob", "p")

@@ -78,6 +78,17 @@ func (s *pushServer) waitDevices(t testing.TB, user string, devices ...string) {
 	})
 }
 
+// waitNoDevices waits until user has no push registration left (GET
+// /v1/devices as a service).
+func (s *pushServer) waitNoDevices(t testing.TB, user string) {
+	t.Helper()
+	svc := s.serviceToken()
+	waitUntil(t, 10*time.Second, user+"'s registrations dropped", func() bool {
+		var out struct{ Devices []protocol.Device }
+		return s.api("GET", "/v1/devices?as="+user, svc, nil, &out) == http.StatusOK && len(out.Devices) == 0
+	})
+}
+
 // pushesTo returns the accepted pushes for a token.
 func (s *pushServer) pushesTo(token string) []apnstest.Exchange {
 	var out []apnstest.Exchange
@@ -234,11 +245,7 @@ func TestPushTokenInvalidationAndRetry(t *testing.T) {
 	if _, err := alice.SendTo(ctx, "fay", "m2", "hello fay"); err != nil {
 		t.Fatal(err)
 	}
-	svc := s.serviceToken()
-	waitUntil(t, 10*time.Second, "fay's dead token dropped", func() bool {
-		var out struct{ Devices []protocol.Device }
-		return s.api("GET", "/v1/devices?as=fay", svc, nil, &out) == http.StatusOK && len(out.Devices) == 0
-	})
+	s.waitNoDevices(t, "fay") // dead token dropped
 	time.Sleep(time.Second)
 	if n := len(s.pushesTo(flaky)); n != 1 {
 		t.Fatalf("gus got %d pushes, want exactly 1", n)
@@ -346,11 +353,7 @@ func TestPushFCM(t *testing.T) {
 		m.Android.Priority != "HIGH" || m.Android.CollapseKey != ack.Conv || m.Data["conv"] != ack.Conv {
 		t.Fatalf("FCM message %+v (android %+v)", m, m.Android)
 	}
-	svc := s.serviceToken()
-	waitUntil(t, 10*time.Second, "lee's dead FCM token dropped", func() bool {
-		var out struct{ Devices []protocol.Device }
-		return s.api("GET", "/v1/devices?as=lee", svc, nil, &out) == http.StatusOK && len(out.Devices) == 0
-	})
+	s.waitNoDevices(t, "lee") // dead FCM token dropped
 }
 
 // Push on a cluster: the queue is a JetStream stream replicated over the

@@ -93,16 +93,7 @@ func TestClusterCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-bob.Done()
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("cluster did not exit after SIGTERM")
-	}
+	waitExit(t, cmd, &logs, "cluster")
 }
 
 func TestClusterCommandRefusesPerNodeFlags(t *testing.T) {

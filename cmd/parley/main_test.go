@@ -164,16 +164,7 @@ func TestServeAndSIGTERM(t *testing.T) {
 	if e := conn.Err(); !asCloseErr(e, &ce) || ce.Code != protocol.CloseShutdown {
 		t.Fatalf("close: %v", e)
 	}
-	waitErr := make(chan error, 1)
-	go func() { waitErr <- cmd.Wait() }()
-	select {
-	case err := <-waitErr:
-		if err != nil {
-			t.Fatalf("exit: %v\n%s", err, logs.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("server did not exit after SIGTERM")
-	}
+	waitExit(t, cmd, &logs, "server")
 	for _, want := range []string{`"msg":"parley serving"`, `"msg":"draining"`, `"msg":"parley stopped"`, "DEV MODE"} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("logs lack %s:\n%s", want, logs.String())
@@ -191,6 +182,21 @@ func TestServeRefusesBadConfig(t *testing.T) {
 	}
 	if code := run([]string{"serve", "--data-dir", t.TempDir(), "--dev", "false", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"}, io.Discard, &errb); code != 1 {
 		t.Fatalf("production mode without keys: %d", code)
+	}
+}
+
+// waitExit waits (30 s at most) for a child process told to stop to exit 0.
+func waitExit(t *testing.T, cmd *exec.Cmd, logs *bytes.Buffer, what string) {
+	t.Helper()
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		if err != nil {
+			t.Fatalf("%s exit: %v\n%s", what, err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s did not exit after SIGTERM", what)
 	}
 }
 
