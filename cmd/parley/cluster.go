@@ -5,14 +5,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
 	"github.com/parley-im/parley/internal/cluster"
-	"github.com/parley-im/parley/internal/node"
 )
 
 // clusterFlags are `parley cluster`'s own flags; every gateway tunable of
@@ -68,15 +66,11 @@ func clusterCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "parley cluster: --nodes must be 1 to 16")
 		return 2
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		fmt.Fprintf(stderr, "parley cluster: bad --log-level: %v\n", err)
+	log, undo, ok := f.process("cluster", stderr)
+	if !ok {
 		return 2
 	}
-	if f.gcPercent >= 0 {
-		defer node.SetGC(f.gcPercent, uint64(max(f.gcMinHeap, 0))<<20)()
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	defer undo()
 	tmpl := f.config(log)
 	tmpl.Dev = "true"
 	cl, err := cluster.Start(cluster.Config{

@@ -123,16 +123,28 @@ func serveFlagSet(f *serveFlags, stderr io.Writer) *flag.FlagSet {
 	return fs
 }
 
-func (f *serveFlags) run(stderr io.Writer) int {
+// process sets up what a serving process shares, whatever it runs: the
+// JSON logger at --log-level and the GC settings. undo restores the GC; ok
+// is false (after a message on stderr) for a bad --log-level.
+func (f *serveFlags) process(cmd string, stderr io.Writer) (log *slog.Logger, undo func(), ok bool) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		fmt.Fprintf(stderr, "parley serve: bad --log-level: %v\n", err)
+		fmt.Fprintf(stderr, "parley %s: bad --log-level: %v\n", cmd, err)
+		return nil, nil, false
+	}
+	undo = func() {}
+	if f.gcPercent >= 0 {
+		undo = node.SetGC(f.gcPercent, uint64(max(f.gcMinHeap, 0))<<20)
+	}
+	return slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level})), undo, true
+}
+
+func (f *serveFlags) run(stderr io.Writer) int {
+	log, undo, ok := f.process("serve", stderr)
+	if !ok {
 		return 2
 	}
-	if f.gcPercent >= 0 {
-		defer node.SetGC(f.gcPercent, uint64(max(f.gcMinHeap, 0))<<20)()
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	defer undo()
 	slog.SetDefault(log)
 	if err := runServe(f.config(log), log); err != nil {
 		log.Error("parley serve failed", "err", err)
