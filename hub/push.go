@@ -257,10 +257,11 @@ func clip(s string, n int) string {
 }
 
 // publishConfirm tells every node that a device has a conversation up to
-// seq (its delivered or read receipt).
+// seq (its delivered or read receipt). Nodes without push publish none (the
+// nodes of a cluster share their push configuration).
 func (h *Hub) publishConfirm(user, device, conv string, seq uint64) {
-	if device == "" {
-		return
+	if device == "" || h.cfg.PushJobs == nil {
+		return // only the push planner reads confirmations
 	}
 	b := make([]byte, 0, 24+len(user)+len(device)+len(conv))
 	b = append(b, kindConfirm)

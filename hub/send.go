@@ -456,9 +456,13 @@ func (h *Hub) Receipt(ctx context.Context, a Actor, conv, kind string, seq uint6
 	if err != nil {
 		return err
 	}
-	last, err := h.lastSeq(ctx, st)
-	if err != nil {
-		return err
+	// The cached end answers for every seq it covers; only a seq past it
+	// (another node's message not yet seen here) asks the shared store.
+	last := st.lastSeq.Load()
+	if seq > last {
+		if last, err = h.lastSeq(ctx, st); err != nil {
+			return err
+		}
 	}
 	if seq == 0 || seq > last {
 		return errInvalid("seq %d is not a message of %s", seq, conv)
