@@ -331,6 +331,11 @@ func (t *Tracker) Published(user string) Status {
 	if u == nil {
 		return Status{User: user}
 	}
+	return u.publishedLocked()
+}
+
+// publishedLocked is u's state as last published.
+func (u *userState) publishedLocked() Status {
 	st := Status{User: u.user, Online: u.pubOnline, Epoch: u.epoch}
 	if u.pubOnline {
 		st.Devices = slices.Clone(u.pubDevices)
@@ -349,7 +354,7 @@ func (t *Tracker) PublishedOnline(fn func(Status)) {
 		sh.mu.Lock()
 		for _, u := range sh.users {
 			if u.pubOnline {
-				fn(Status{User: u.user, Online: true, Devices: slices.Clone(u.pubDevices), Epoch: u.epoch})
+				fn(u.publishedLocked())
 			}
 		}
 		sh.mu.Unlock()

@@ -41,8 +41,7 @@ type viewUser struct {
 	entries  []nodeEntry // one per node that reported the user online
 	lastSeen time.Time   // newest LastSeen any node reported
 	epoch    uint64      // merged-state epoch
-	online   bool        // merged state as last returned
-	devices  []string    // merged devices as last returned, sorted
+	devices  []string    // merged devices as last returned, sorted; online iff non-empty
 }
 
 // nodeEntry is one node's published state of one user.
@@ -222,13 +221,12 @@ func (v *View) mergeLocked(sh *viewShard, user string, u *viewUser) (Status, boo
 		}
 	}
 	slices.Sort(devices)
-	online := len(devices) > 0
-	if online == u.online && slices.Equal(devices, u.devices) {
+	if slices.Equal(devices, u.devices) {
 		return u.statusLocked(user), false
 	}
-	u.online, u.devices = online, devices
+	u.devices = devices
 	u.epoch = nextEpoch(u.epoch, v.now())
-	if !online && u.lastSeen.IsZero() {
+	if len(devices) == 0 && u.lastSeen.IsZero() {
 		delete(sh.users, user) // never seen offline: nothing to remember
 		return Status{User: user, Epoch: u.epoch}, true
 	}
@@ -236,8 +234,8 @@ func (v *View) mergeLocked(sh *viewShard, user string, u *viewUser) (Status, boo
 }
 
 func (u *viewUser) statusLocked(user string) Status {
-	st := Status{User: user, Online: u.online, Epoch: u.epoch}
-	if u.online {
+	st := Status{User: user, Online: len(u.devices) > 0, Epoch: u.epoch}
+	if st.Online {
 		st.Devices = u.devices
 	} else {
 		st.LastSeen = u.lastSeen

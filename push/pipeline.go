@@ -304,18 +304,12 @@ type batch struct {
 	at     int64
 }
 
-// Enqueue hands a job to the queue without blocking; when the buffer is
-// full the job is dropped and counted (the member gets the message on
-// their next sync, not a push).
-func (p *Pipeline) Enqueue(j Job) {
-	p.EnqueueMessage([]string{j.User}, "", j.Conv, j.Seq, j.At)
-}
-
 // EnqueueMessage queues one job per user of users but except, for message
 // seq of conv acked at at (unix ms), without blocking: the jobs are made
 // and published on the pipeline's goroutine, so a message to a large group
 // costs its sender one channel send. users must not be modified afterwards.
-// A full buffer drops the message's jobs and counts them.
+// A full buffer drops the message's jobs and counts them (the members get
+// the message on their next sync, not a push).
 func (p *Pipeline) EnqueueMessage(users []string, except, conv string, seq uint64, at int64) {
 	select {
 	case p.in <- batch{users: users, except: except, conv: conv, seq: seq, at: at}:

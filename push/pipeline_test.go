@@ -141,6 +141,9 @@ func startPipeline(t *testing.T, nc *nats.Conn, prov Provider, pl Planner, mods 
 	return p
 }
 
+// enqueue queues one job.
+func enqueue(p *Pipeline, j Job) { p.EnqueueMessage([]string{j.User}, "", j.Conv, j.Seq, j.At) }
+
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -158,8 +161,8 @@ func TestPipelineSendsOnceAndDedupesJobs(t *testing.T) {
 	pl := &planner{devices: map[string][]string{"bob": {"tok-phone", "tok-tablet"}}}
 	p := startPipeline(t, connect(t, ns), prov, pl)
 	j := Job{User: "bob", Conv: "dm:a:b", Seq: 1, At: time.Now().UnixMilli()}
-	p.Enqueue(j)
-	p.Enqueue(j) // the same job twice: stored once
+	enqueue(p, j)
+	enqueue(p, j) // the same job twice: stored once
 	waitFor(t, 5*time.Second, "both devices pushed", func() bool { return prov.count("tok-phone") == 1 && prov.count("tok-tablet") == 1 })
 	time.Sleep(300 * time.Millisecond)
 	if prov.count("tok-phone") != 1 || pl.planned.Load() != 1 {
@@ -175,7 +178,7 @@ func TestPipelineRetryHonoursRetryAfter(t *testing.T) {
 	prov.answers["tok-b"] = []Result{{Outcome: Retry, Status: 429, Reason: "TooManyRequests", RetryAfter: 1500 * time.Millisecond}}
 	pl := &planner{devices: map[string][]string{"u": {"tok-a", "tok-b"}}}
 	p := startPipeline(t, connect(t, ns), prov, pl)
-	p.Enqueue(Job{User: "u", Conv: "c", Seq: 7})
+	enqueue(p, Job{User: "u", Conv: "c", Seq: 7})
 	waitFor(t, 10*time.Second, "the retried device pushed", func() bool { return prov.count("tok-b") == 2 })
 	ts := prov.times("tok-b")
 	if gap := ts[1].Sub(ts[0]); gap < 1400*time.Millisecond {
@@ -193,7 +196,7 @@ func TestPipelineDropsInvalidTokens(t *testing.T) {
 	prov.answers["bad-payload"] = []Result{{Outcome: Rejected, Status: 400, Reason: "PayloadEmpty"}}
 	pl := &planner{devices: map[string][]string{"u": {"dead", "bad-payload"}}}
 	p := startPipeline(t, connect(t, ns), prov, pl)
-	p.Enqueue(Job{User: "u", Conv: "c", Seq: 1})
+	enqueue(p, Job{User: "u", Conv: "c", Seq: 1})
 	waitFor(t, 5*time.Second, "the dead token dropped", func() bool {
 		pl.mu.Lock()
 		defer pl.mu.Unlock()
@@ -213,7 +216,7 @@ func TestPipelineWaits(t *testing.T) {
 	pl := &planner{devices: map[string][]string{"u": {"t"}}, waits: []time.Duration{800 * time.Millisecond}}
 	p := startPipeline(t, connect(t, ns), prov, pl)
 	start := time.Now()
-	p.Enqueue(Job{User: "u", Conv: "c", Seq: 1})
+	enqueue(p, Job{User: "u", Conv: "c", Seq: 1})
 	waitFor(t, 5*time.Second, "the push after the wait", func() bool { return prov.count("t") == 1 })
 	if took := time.Since(start); took < 750*time.Millisecond {
 		t.Fatalf("pushed after %v, before the 800 ms wait", took)
@@ -228,7 +231,7 @@ func TestPipelineNodeKilledBetweenDequeueAndSend(t *testing.T) {
 	stuck := &planner{devices: map[string][]string{"u": {"t"}}, block: make(chan struct{})}
 	ncA := connect(t, ns)
 	a := startPipeline(t, ncA, prov, stuck)
-	a.Enqueue(Job{User: "u", Conv: "c", Seq: 1})
+	enqueue(a, Job{User: "u", Conv: "c", Seq: 1})
 	waitFor(t, 5*time.Second, "node A to take the job", func() bool { return stuck.planned.Load() == 1 })
 	ncA.Close() // node A dies holding the job, before sending
 	healthy := &planner{devices: map[string][]string{"u": {"t"}}}
@@ -266,7 +269,7 @@ func TestPipelineSurvivesRestart(t *testing.T) {
 	pl := &planner{devices: map[string][]string{"u": {"t"}}}
 	nc := connect(t, ns)
 	p := startPipeline(t, nc, down, pl)
-	p.Enqueue(Job{User: "u", Conv: "c", Seq: 9})
+	enqueue(p, Job{User: "u", Conv: "c", Seq: 9})
 	waitFor(t, 5*time.Second, "the first, failed attempt", func() bool { return down.count("t") == 1 })
 	p.Close()
 	nc.Close()
